@@ -1,0 +1,64 @@
+# Two commands do all set-up on a fresh clone: `make dev` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# Lambda runs python3.13; prefer it, else any python3 (3.11+ is supported).
+PY313 := $(shell PYENV_VERSION=3.13 pyenv which python 2>/dev/null || command -v python3.13 2>/dev/null)
+PYTHON ?= $(if $(PY313),$(PY313),python3)
+VENV := .venv
+SAM_VENV := .venv-sam
+PY := $(VENV)/bin/python
+SAM := $(SAM_VENV)/bin/sam
+BUILD_DIR ?= .aws-sam/build
+export SAM_CLI_TELEMETRY := 0
+export AWS_DEFAULT_REGION ?= us-east-1
+
+.PHONY: help dev test unit functional e2e lint validate build bench clean
+
+help:
+	@echo "make dev    run the whole API locally (moto S3 + ComfyUI stand-in unless COMFYUI_BASE_URL)"
+	@echo "make test   lint the template, run every test tier, sam validate and sam build"
+
+$(VENV)/.stamp: requirements-dev.txt layers/comfy_core/requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+# aws-sam-cli pins its own boto3: it lives in its own virtualenv.
+$(SAM_VENV)/.stamp: requirements-sam.txt
+	$(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/pip install --quiet -r requirements-sam.txt
+	touch $@
+
+dev: $(VENV)/.stamp
+	$(PY) -m devtools.dev
+
+test: lint
+	$(PY) -m pytest tests
+	$(MAKE) validate build
+
+unit: $(VENV)/.stamp
+	$(PY) -m pytest tests/unit
+
+functional: $(VENV)/.stamp
+	$(PY) -m pytest tests/functional
+
+e2e: $(VENV)/.stamp
+	$(PY) -m pytest tests/e2e
+
+lint: $(VENV)/.stamp
+	$(VENV)/bin/cfn-lint template.yaml
+
+validate: $(SAM_VENV)/.stamp
+	$(SAM) validate --lint
+
+# sam build needs python3.13 on PATH for the python3.13 BuildMethod; no Docker needed.
+build: $(SAM_VENV)/.stamp
+	PATH="$(dir $(PY313)):$$PATH" $(SAM) build --build-dir $(BUILD_DIR)
+
+bench: $(VENV)/.stamp
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache

@@ -1,0 +1,205 @@
+"""HTTP client for one ComfyUI server.
+
+Quirks it relies on are recorded in tests/fixtures/comfyui/NOTES.md, each covered by a test.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+from urllib.parse import urlencode, urlsplit, urlunsplit
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from .config import Settings, get_settings
+from .errors import (
+    ComfyUIBadResponseError,
+    ComfyUIRejectedError,
+    ComfyUITimeoutError,
+    ComfyUIUnreachableError,
+)
+
+USER_AGENT = "comfy-serverless-api"
+
+
+def redact_url(url: str) -> str:
+    """The URL without user:password, safe for logs and responses."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+
+
+def _new_session(settings: Settings) -> requests.Session:
+    session = requests.Session()
+    # Only GETs are retried: re-sending POST /prompt could queue the same job twice.
+    # Read timeouts are not retried either: a hung ComfyUI would multiply the wait past
+    # API Gateway's 29 s. Connect errors and 502/503/504 from a proxy in front are.
+    retry = Retry(
+        total=settings.get_retries,
+        connect=settings.get_retries,
+        read=0,
+        status=settings.get_retries,
+        backoff_factor=0.2,
+        status_forcelist=(502, 503, 504),
+        allowed_methods=frozenset({"GET", "HEAD"}),
+        raise_on_status=False,
+    )
+    adapter = HTTPAdapter(max_retries=retry, pool_connections=4, pool_maxsize=4)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    # ComfyUI answers 403 to an Origin that does not match its host; requests sends none,
+    # and we never add one.
+    session.headers["User-Agent"] = USER_AGENT
+    return session
+
+
+class ComfyUIClient:
+    """Typed access to the ComfyUI endpoints the API uses."""
+
+    def __init__(self, settings: Settings, session: requests.Session | None = None) -> None:
+        self.settings = settings
+        self.base_url = settings.comfyui_base_url
+        self.session = session or _new_session(settings)
+        self.request_count = 0  # round trips made; tests and bench assert on it
+
+    # -- plumbing -------------------------------------------------------------------
+    def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        url = f"{self.base_url}{path}"
+        self.request_count += 1
+        try:
+            return self.session.request(
+                method,
+                url,
+                timeout=(self.settings.connect_timeout, self.settings.read_timeout),
+                **kwargs,
+            )
+        except requests.exceptions.ConnectTimeout as exc:
+            raise ComfyUIUnreachableError("ComfyUI is unreachable (connect timed out)") from exc
+        except requests.exceptions.Timeout as exc:
+            raise ComfyUITimeoutError("ComfyUI did not answer in time") from exc
+        except requests.exceptions.RetryError as exc:
+            raise ComfyUIBadResponseError("ComfyUI kept answering with a server error") from exc
+        except requests.exceptions.ConnectionError as exc:
+            raise ComfyUIUnreachableError("ComfyUI is unreachable") from exc
+        except requests.exceptions.RequestException as exc:
+            raise ComfyUIBadResponseError("Request to ComfyUI failed") from exc
+
+    @staticmethod
+    def _json(response: requests.Response) -> Any:
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise ComfyUIBadResponseError(
+                f"ComfyUI answered {response.status_code} without valid JSON"
+            ) from exc
+
+    def _expect_ok(self, response: requests.Response) -> None:
+        if response.status_code >= 400:
+            # ComfyUI's 5xx bodies are plain-text tracebacks: never pass them on.
+            raise ComfyUIBadResponseError(f"ComfyUI answered HTTP {response.status_code}")
+
+    def get_json(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        response = self._request("GET", path, params=params)
+        self._expect_ok(response)
+        return self._json(response)
+
+    def post_empty(self, path: str, body: dict[str, Any] | None = None) -> None:
+        """POST to the endpoints that answer 200 with an empty body (/queue, /interrupt)."""
+        response = self._request("POST", path, json=body if body is not None else {})
+        self._expect_ok(response)
+
+    # -- endpoints ------------------------------------------------------------------
+    def system_stats(self) -> dict[str, Any]:
+        return self.get_json("/system_stats")
+
+    def queue(self) -> dict[str, Any]:
+        return self.get_json("/queue")
+
+    def history(self, max_items: int) -> dict[str, Any]:
+        return self.get_json("/history", params={"max_items": max_items})
+
+    def history_entry(self, prompt_id: str) -> dict[str, Any] | None:
+        """The finished prompt's entry, or None: ComfyUI answers `{}` for unknown,
+        pending and running prompts alike."""
+        data = self.get_json(f"/history/{prompt_id}")
+        if not isinstance(data, dict):
+            raise ComfyUIBadResponseError("ComfyUI history is not a JSON object")
+        entry = data.get(prompt_id)
+        return entry if isinstance(entry, dict) else None
+
+    def submit_prompt(
+        self, workflow: dict[str, Any], client_id: str, prompt_id: str | None = None
+    ) -> dict[str, Any]:
+        """POST /prompt once (never retried). Our own UUID is sent as prompt_id so the
+        id is known even if the answer is lost."""
+        prompt_id = prompt_id or str(uuid.uuid4())
+        body = {"prompt": workflow, "client_id": client_id, "prompt_id": prompt_id}
+        response = self._request(
+            "POST",
+            "/prompt",
+            data=json.dumps(body),
+            headers={"Content-Type": "application/json"},
+        )
+        if response.status_code == 400:
+            data = self._json(response)
+            error = data.get("error") if isinstance(data, dict) else None
+            message = "ComfyUI rejected the workflow"
+            if isinstance(error, dict) and isinstance(error.get("message"), str):
+                message = error["message"]
+            elif isinstance(error, str):
+                message = error
+            raise ComfyUIRejectedError(
+                message,
+                extra={
+                    "comfyui_error": error,
+                    "node_errors": (data.get("node_errors") or {}) if isinstance(data, dict) else {},
+                    "prompt_id": prompt_id,
+                },
+            )
+        self._expect_ok(response)
+        data = self._json(response)
+        if not isinstance(data, dict) or not isinstance(data.get("prompt_id"), str):
+            raise ComfyUIBadResponseError("ComfyUI accepted the prompt but sent no prompt_id")
+        return data
+
+    def delete_pending(self, prompt_id: str) -> None:
+        self.post_empty("/queue", {"delete": [prompt_id]})
+
+    def interrupt(self, prompt_id: str) -> None:
+        # Targeted: ComfyUI only interrupts if this prompt is the one running.
+        self.post_empty("/interrupt", {"prompt_id": prompt_id})
+
+    def view_url(self, image: dict[str, Any]) -> str:
+        """The public /view URL clients can fetch an image from."""
+        query = urlencode(
+            {
+                "filename": image.get("filename", ""),
+                "subfolder": image.get("subfolder", ""),
+                "type": image.get("type", ""),
+            }
+        )
+        return f"{redact_url(self.settings.comfyui_public_url)}/view?{query}"
+
+
+_client: ComfyUIClient | None = None
+
+
+def get_client() -> ComfyUIClient:
+    """One client (and so one pooled Session) per warm container."""
+    global _client
+    if _client is None:
+        _client = ComfyUIClient(get_settings())
+    return _client
+
+
+def reset_client() -> None:
+    """Drop the cached client (tests change settings between cases)."""
+    global _client
+    _client = None

@@ -1,0 +1,71 @@
+"""One error tree. `api.error_response` is the only place these become HTTP."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ComfyCoreError(Exception):
+    """Base of every error this library raises on purpose.
+
+    `message` is safe to show a client; `extra` holds additional JSON fields for the body.
+    """
+
+    status_code = 500
+
+    def __init__(self, message: str, *, extra: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.extra = extra or {}
+
+
+class BadRequestError(ComfyCoreError):
+    status_code = 400
+
+
+class NotFoundError(ComfyCoreError):
+    status_code = 404
+
+
+class WorkflowFormatError(ComfyCoreError):
+    """The stored workflow cannot be run as is (UI-format export, not a JSON object...)."""
+
+    status_code = 422
+
+
+class ConfigurationError(ComfyCoreError):
+    """The deployment is missing a setting; the operator, not the client, must act."""
+
+    status_code = 500
+
+
+class ComfyUIError(ComfyCoreError):
+    """ComfyUI misbehaved or could not be reached."""
+
+    status_code = 502
+
+
+class ComfyUIUnreachableError(ComfyUIError):
+    status_code = 502
+
+
+class ComfyUITimeoutError(ComfyUIError):
+    status_code = 504
+
+
+class ComfyUIBadResponseError(ComfyUIError):
+    """ComfyUI answered, but not with what its API promises (5xx, plain text, bad JSON)."""
+
+    status_code = 502
+
+
+class ComfyUIRejectedError(ComfyUIError):
+    """ComfyUI validated the prompt and refused it (its own 400): the client's to fix."""
+
+    status_code = 400
+
+
+class StorageError(ComfyCoreError):
+    """S3 failed for a reason that is not the client's."""
+
+    status_code = 503

@@ -1,0 +1,46 @@
+"""Running a workflow: load it, patch it with the request, submit it to ComfyUI."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from . import patcher, validation
+from .client import ComfyUIClient
+from .errors import BadRequestError
+from .observability import logger
+from .workflows import WorkflowStore
+
+
+def run_workflow(
+    client: ComfyUIClient, store: WorkflowStore, name: str, body: dict[str, Any]
+) -> dict[str, Any]:
+    """Answer of POST /api/workflow/{name}, in the original service's shape."""
+    validation.workflow_name(name)
+    client_id = body.get("client_id")
+    if client_id is not None and (not isinstance(client_id, str) or not 0 < len(client_id) <= 128):
+        raise BadRequestError("'client_id' must be a string of 1-128 characters")
+    workflow = patcher.apply_request(store.load(name), body)
+    client_id = client_id or f"comfy-serverless-{uuid.uuid4().hex[:12]}"
+    prompt_id = str(uuid.uuid4())
+    logger.append_keys(prompt_id=prompt_id, workflow=name)
+    if logger.isEnabledFor(10):  # DEBUG: the seed's two dumps, without paying for them otherwise
+        logger.debug("=== Final Workflow JSON ===\n" + json.dumps(workflow, indent=2))
+        logger.debug(
+            "=== Request to ComfyUI ===\n"
+            + json.dumps({"prompt": workflow, "client_id": client_id, "prompt_id": prompt_id}, indent=2)
+        )
+    answer = client.submit_prompt(workflow, client_id=client_id, prompt_id=prompt_id)
+    node_errors = answer.get("node_errors") or {}
+    if node_errors:
+        # ComfyUI ran the valid outputs and dropped these: the client must see which.
+        logger.warning("ComfyUI dropped outputs with node errors", extra={"node_errors": node_errors})
+    return {
+        "status": "success",
+        "prompt_id": answer["prompt_id"],
+        "number": answer.get("number"),
+        "node_errors": node_errors,
+        "error": None,
+        "client_id": client_id,
+    }

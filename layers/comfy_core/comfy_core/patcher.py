@@ -1,0 +1,256 @@
+"""Pure edits of an API-format ComfyUI workflow: inject a prompt and named parameters.
+
+Stdlib only, no I/O: every function takes a workflow dict and returns a new one.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+from collections import deque
+from typing import Any
+
+from .errors import BadRequestError, WorkflowFormatError
+
+Workflow = dict[str, dict[str, Any]]
+
+# Text-input node classes -> the input fields a prompt is written to. Extend here.
+TEXT_NODE_FIELDS: dict[str, tuple[str, ...]] = {
+    "CLIPTextEncode": ("text",),
+    "Text Multiline": ("text",),
+    "PrimitiveStringMultiline": ("value",),
+    "PrimitiveString": ("value",),
+    "CLIPTextEncodeSDXL": ("text_g", "text_l"),
+    "CLIPTextEncodeFlux": ("clip_l", "t5xxl"),
+}
+
+# Named parameters of the simple format -> the node inputs that own them. `seed` also
+# covers KSamplerAdvanced/SamplerCustom, which call it `noise_seed`.
+PARAM_INPUTS: dict[str, tuple[str, ...]] = {
+    "seed": ("seed", "noise_seed"),
+    "steps": ("steps",),
+    "cfg": ("cfg",),
+    "sampler_name": ("sampler_name",),
+    "scheduler": ("scheduler",),
+    "denoise": ("denoise",),
+    "width": ("width",),
+    "height": ("height",),
+    "batch_size": ("batch_size",),
+}
+
+SIMPLE_KEYS = frozenset({"prompt", "target_node", "negative_prompt", "client_id", *PARAM_INPUTS})
+MAX_SEED = 2**64 - 1  # ComfyUI's KSampler bound
+UPSTREAM_SEARCH_LIMIT = 64  # nodes visited when tracing a sampler's conditioning back to text
+
+
+
+# -- loading ---------------------------------------------------------------------------
+def normalise_workflow(document: Any) -> Workflow:
+    """The API-format graph from a stored file: bare, or wrapped as {"prompt": {...}}."""
+    if not isinstance(document, dict):
+        raise WorkflowFormatError("Workflow file must be a JSON object")
+    if "nodes" in document and "links" in document:
+        raise WorkflowFormatError(
+            "Workflow is a UI-format export; in ComfyUI enable dev mode options and "
+            'export it with "Save (API Format)"'
+        )
+    if isinstance(document.get("prompt"), dict):
+        document = document["prompt"]
+    if not document:
+        raise WorkflowFormatError("Workflow has no nodes")
+    for node_id, node in document.items():
+        if not isinstance(node, dict) or not isinstance(node.get("inputs", {}), dict):
+            raise WorkflowFormatError(f"Workflow node {node_id} is not an API-format node")
+    return document
+
+
+def _sort_key(node_id: str) -> tuple[int, int | str]:
+    return (0, int(node_id)) if node_id.isdigit() else (1, node_id)
+
+
+def _is_link(value: Any) -> bool:
+    return (
+        isinstance(value, list)
+        and len(value) == 2
+        and isinstance(value[0], str)
+        and isinstance(value[1], int)
+    )
+
+
+def is_text_node(node: dict[str, Any]) -> bool:
+    return node.get("class_type") in TEXT_NODE_FIELDS
+
+
+# -- choosing the text node ------------------------------------------------------------
+def _trace_to_text_node(workflow: Workflow, start: Any) -> str | None:
+    """Follow links upstream from a conditioning input (through FluxGuidance,
+    ConditioningCombine, ...) to the nearest text node, breadth first."""
+    if not _is_link(start):
+        return None
+    queue: deque[str] = deque([start[0]])
+    seen: set[str] = set()
+    while queue and len(seen) < UPSTREAM_SEARCH_LIMIT:
+        node_id = queue.popleft()
+        if node_id in seen or node_id not in workflow:
+            continue
+        seen.add(node_id)
+        node = workflow[node_id]
+        if is_text_node(node):
+            return node_id
+        for value in node.get("inputs", {}).values():
+            if _is_link(value):
+                queue.append(value[0])
+    return None
+
+
+def find_wired_text_node(workflow: Workflow, role: str) -> str | None:
+    """The text node feeding a sampler's `positive` or `negative` input."""
+    for node_id in sorted(workflow, key=_sort_key):
+        source = workflow[node_id].get("inputs", {}).get(role)
+        found = _trace_to_text_node(workflow, source)
+        if found is not None:
+            return found
+    return None
+
+
+def find_first_text_node(workflow: Workflow) -> str | None:
+    for node_id in sorted(workflow, key=_sort_key):
+        if is_text_node(workflow[node_id]):
+            return node_id
+    return None
+
+
+def choose_prompt_node(workflow: Workflow, target_node: str | None) -> str:
+    if target_node is not None:
+        if target_node not in workflow:
+            raise BadRequestError(f"Target node {target_node} not found in workflow")
+        if not is_text_node(workflow[target_node]):
+            raise BadRequestError(f"Target node {target_node} is not a text input node")
+        return target_node
+    node_id = find_wired_text_node(workflow, "positive") or find_first_text_node(workflow)
+    if node_id is None:
+        raise BadRequestError("No suitable text input node found in workflow")
+    return node_id
+
+
+def set_text(workflow: Workflow, node_id: str, text: str) -> None:
+    """Write `text` into every text field of the node. A field fed by a link from another
+    text node (a primitive) is written there instead, so the link stays intact."""
+    node = workflow[node_id]
+    inputs = node.setdefault("inputs", {})
+    for field in TEXT_NODE_FIELDS[node["class_type"]]:
+        current = inputs.get(field)
+        if _is_link(current) and current[0] in workflow and is_text_node(workflow[current[0]]):
+            set_text(workflow, current[0], text)
+        else:
+            inputs[field] = text
+
+
+# -- named parameters ------------------------------------------------------------------
+def _int_param(name: str, value: Any, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise BadRequestError(f"'{name}' must be an integer from {low} to {high}")
+    return value
+
+
+def _number_param(name: str, value: Any, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
+        raise BadRequestError(f"'{name}' must be a number from {low} to {high}")
+    return value
+
+
+def _str_param(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not value or len(value) > 128:
+        raise BadRequestError(f"'{name}' must be a non-empty string")
+    return value
+
+
+def validate_param(name: str, value: Any) -> Any:
+    """Check one named parameter and return the value to write."""
+    if name == "seed":
+        if value == "random" or value == -1:
+            return random.randint(0, 2**53 - 1)  # JSON-safe; well inside ComfyUI's range
+        return _int_param(name, value, 0, MAX_SEED)
+    if name == "steps":
+        return _int_param(name, value, 1, 10_000)
+    if name == "cfg":
+        return _number_param(name, value, 0.0, 100.0)
+    if name == "denoise":
+        return _number_param(name, value, 0.0, 1.0)
+    if name in ("width", "height"):
+        return _int_param(name, value, 16, 16_384)
+    if name == "batch_size":
+        return _int_param(name, value, 1, 4_096)
+    return _str_param(name, value)
+
+
+def apply_param(workflow: Workflow, name: str, value: Any) -> list[str]:
+    """Set the parameter on every node that owns it as a literal input."""
+    touched = []
+    for node_id in sorted(workflow, key=_sort_key):
+        inputs = workflow[node_id].get("inputs", {})
+        for field in PARAM_INPUTS[name]:
+            if field in inputs and not _is_link(inputs[field]):
+                inputs[field] = value
+                touched.append(node_id)
+    if not touched:
+        raise BadRequestError(f"Workflow has no node with a '{name}' input")
+    return touched
+
+
+# -- the two request formats -------------------------------------------------------------
+def is_simple_format(body: dict[str, Any]) -> bool:
+    return "prompt" in body or "target_node" in body or bool(SIMPLE_KEYS.intersection(body))
+
+
+def apply_simple(workflow: Workflow, body: dict[str, Any]) -> Workflow:
+    unknown = sorted(set(body) - SIMPLE_KEYS)
+    if unknown:
+        raise BadRequestError(f"Unknown parameter(s): {', '.join(unknown)}")
+    patched = copy.deepcopy(workflow)
+    target = body.get("target_node")
+    if target is not None:
+        if isinstance(target, int) and not isinstance(target, bool):
+            target = str(target)
+        if not isinstance(target, str):
+            raise BadRequestError("'target_node' must be a node id string")
+    if "prompt" in body:
+        if not isinstance(body["prompt"], str):
+            raise BadRequestError("'prompt' must be a string")
+        set_text(patched, choose_prompt_node(patched, target), body["prompt"])
+    elif target is not None:
+        raise BadRequestError("'target_node' needs a 'prompt'")
+    if "negative_prompt" in body:
+        if not isinstance(body["negative_prompt"], str):
+            raise BadRequestError("'negative_prompt' must be a string")
+        negative = find_wired_text_node(patched, "negative")
+        if negative is None:
+            raise BadRequestError("Workflow has no text node wired to a sampler's negative input")
+        set_text(patched, negative, body["negative_prompt"])
+    for name in PARAM_INPUTS:
+        if name in body:
+            apply_param(patched, name, validate_param(name, body[name]))
+    return patched
+
+
+def apply_advanced(workflow: Workflow, body: dict[str, Any]) -> Workflow:
+    """Merge `{"<node_id>": {"inputs": {...}}}` or `{"<node_id>": {...}}` into the inputs."""
+    unknown = sorted(key for key in body if key not in workflow)
+    if unknown:
+        raise BadRequestError(f"Unknown node id(s) in workflow: {', '.join(unknown)}")
+    patched = copy.deepcopy(workflow)
+    for node_id, update in body.items():
+        if not isinstance(update, dict):
+            raise BadRequestError(f"Update for node {node_id} must be a JSON object")
+        inputs = update["inputs"] if set(update) == {"inputs"} else update
+        if not isinstance(inputs, dict):
+            raise BadRequestError(f"'inputs' of node {node_id} must be a JSON object")
+        patched[node_id].setdefault("inputs", {}).update(copy.deepcopy(inputs))
+    return patched
+
+
+def apply_request(workflow: Workflow, body: dict[str, Any]) -> Workflow:
+    """Apply either request format of the original service; `{}` runs the workflow as is."""
+    if is_simple_format(body):
+        return apply_simple(workflow, body)
+    return apply_advanced(workflow, body)

@@ -1,0 +1,29 @@
+"""S3 helpers. boto3 is imported on first use only: functions that never touch S3 must not
+pay its import time at cold start."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+
+@lru_cache(maxsize=1)
+def s3_client() -> Any:
+    """One S3 client per container, created lazily (so moto can intercept it in tests).
+    AWS_ENDPOINT_URL, when set (the local stack), is honoured by boto3 itself."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "s3",
+        config=Config(
+            retries={"max_attempts": 3, "mode": "standard"},
+            connect_timeout=3,
+            read_timeout=10,
+        ),
+    )
+
+
+def client_error_code(exc: Exception) -> str:
+    response = getattr(exc, "response", None) or {}
+    return str(response.get("Error", {}).get("Code", ""))
