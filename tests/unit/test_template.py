@@ -1,0 +1,102 @@
+"""template.yaml wires every route to exactly one real handler, and its security defaults hold."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import pytest
+from cfnlint.decode import decode
+
+ROOT = Path(__file__).resolve().parents[2]
+
+ROUTES = {
+    ("GET", "/api/test_comfy"),
+    ("GET", "/api/workflows"),
+    ("POST", "/api/workflow/{workflow_name}"),
+    ("GET", "/api/task_status/{prompt_id}"),
+    ("GET", "/api/history"),
+    ("GET", "/api/history/{prompt_id}"),
+    ("GET", "/api/image/{prompt_id}"),
+    ("GET", "/api/status"),
+    ("GET", "/api/queue"),
+    ("DELETE", "/api/task/{prompt_id}"),
+}
+
+
+@pytest.fixture(scope="module")
+def template() -> dict:
+    data, errors = decode(str(ROOT / "template.yaml"))
+    assert not errors
+    return data
+
+
+def functions(template: dict) -> dict[str, dict]:
+    return {k: v for k, v in template["Resources"].items() if v["Type"] == "AWS::Serverless::Function"}
+
+
+def api_routes(template: dict) -> list[tuple[str, str, str]]:
+    found = []
+    for name, fn in functions(template).items():
+        for evt in fn["Properties"].get("Events", {}).values():
+            if evt["Type"] == "Api":
+                found.append((evt["Properties"]["Method"].upper(), evt["Properties"]["Path"], name))
+    return found
+
+
+def test_every_function_resolves_to_a_real_handler(template):
+    for name, fn in functions(template).items():
+        props = fn["Properties"]
+        code_uri = ROOT / props["CodeUri"]
+        assert (code_uri / "app.py").is_file(), name
+        assert props.get("Handler", template["Globals"]["Function"].get("Handler")) == "app.lambda_handler"
+        module = importlib.import_module(".".join(code_uri.relative_to(ROOT).parts) + ".app")
+        assert callable(module.lambda_handler), name
+
+
+def test_each_route_served_by_exactly_one_function(template):
+    routes = api_routes(template)
+    pairs = [(method, path) for method, path, _ in routes]
+    assert len(pairs) == len(set(pairs)), "a route is served twice"
+    assert set(pairs) >= ROUTES
+
+
+def test_api_definition_lists_exactly_the_event_routes(template):
+    """The key requirement sits on the definition's paths; a route missing there would be open."""
+    body = template["Resources"]["ComfyApi"]["Properties"]["DefinitionBody"]
+    defined = {(method.upper(), path) for path, ops in body["paths"].items() for method in ops}
+    assert defined == {(method, path) for method, path, _ in api_routes(template)}
+    for ops in body["paths"].values():
+        for op in ops.values():
+            assert op["security"] == {"Fn::If": ["IsApiKeyRequired", [{"api_key": []}], []]}
+
+
+def test_api_key_required_by_default(template):
+    assert template["Parameters"]["ApiKeyRequired"]["Default"] == "true"
+
+
+def test_every_function_has_a_sample_event(template):
+    for _, path, name in api_routes(template):
+        folder = Path(functions(template)[name]["Properties"]["CodeUri"]).name
+        assert (ROOT / "events" / f"{folder}.json").is_file(), folder
+
+
+def test_buckets_are_private_encrypted_and_tls_only(template):
+    resources = template["Resources"]
+    buckets = [k for k, v in resources.items() if v["Type"] == "AWS::S3::Bucket"]
+    assert buckets
+    for name in buckets:
+        props = resources[name]["Properties"]
+        assert all(props["PublicAccessBlockConfiguration"].values()), name
+        assert props["BucketEncryption"]["ServerSideEncryptionConfiguration"], name
+        policies = [v for v in resources.values() if v["Type"] == "AWS::S3::BucketPolicy"
+                    and v["Properties"]["Bucket"] == {"Ref": name}]
+        statements = [s for p in policies for s in p["Properties"]["PolicyDocument"]["Statement"]]
+        assert any(s["Effect"] == "Deny" and s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+                   for s in statements), name
+
+
+def test_no_function_policy_uses_a_wildcard_resource(template):
+    for name, fn in functions(template).items():
+        for policy in fn["Properties"].get("Policies", []):
+            assert "*" not in str(policy), name
