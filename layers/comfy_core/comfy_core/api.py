@@ -63,7 +63,8 @@ class Request:
             return {}
         try:
             data = json.loads(self.raw_body.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+            # RecursionError: deeply nested arrays exhaust the parser's stack.
             raise BadRequestError("Request body is not valid JSON") from exc
         if not isinstance(data, dict):
             raise BadRequestError("Request body must be a JSON object")

@@ -17,6 +17,7 @@ from urllib3.util.retry import Retry
 from .config import Settings, get_settings
 from .errors import (
     ComfyUIBadResponseError,
+    ComfyUIFileMissingError,
     ComfyUIRejectedError,
     ComfyUITimeoutError,
     ComfyUIUnreachableError,
@@ -31,9 +32,23 @@ def redact_url(url: str) -> str:
     if parts.username is None and parts.password is None:
         return url
     host = parts.hostname or ""
+    if ":" in host:  # IPv6 literal: hostname drops the brackets the URL needs
+        host = f"[{host}]"
     if parts.port:
         host = f"{host}:{parts.port}"
     return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+
+
+class IdempotentOnlyRetry(Retry):
+    """urllib3 applies `allowed_methods` to read and status retries only and retries
+    connection errors for every verb. POST /prompt must go out at most once, whatever
+    failed, so any method outside `allowed_methods` gets no retry at all."""
+
+    def increment(self, method=None, url=None, *args, **kwargs):  # type: ignore[no-untyped-def]
+        allowed = self.allowed_methods
+        if method and allowed and method.upper() not in allowed:
+            return Retry(total=0, raise_on_status=False).increment(method, url, *args, **kwargs)
+        return super().increment(method, url, *args, **kwargs)
 
 
 def _new_session(settings: Settings) -> requests.Session:
@@ -41,7 +56,7 @@ def _new_session(settings: Settings) -> requests.Session:
     # Only GETs are retried: re-sending POST /prompt could queue the same job twice.
     # Read timeouts are not retried either: a hung ComfyUI would multiply the wait past
     # API Gateway's 29 s. Connect errors and 502/503/504 from a proxy in front are.
-    retry = Retry(
+    retry = IdempotentOnlyRetry(
         total=settings.get_retries,
         connect=settings.get_retries,
         read=0,

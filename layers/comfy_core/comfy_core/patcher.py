@@ -38,7 +38,9 @@ PARAM_INPUTS: dict[str, tuple[str, ...]] = {
     "batch_size": ("batch_size",),
 }
 
-SIMPLE_KEYS = frozenset({"prompt", "target_node", "negative_prompt", "client_id", *PARAM_INPUTS})
+# `client_id` may accompany either format; it is not a node id and not a patch.
+REQUEST_KEYS = frozenset({"client_id"})
+SIMPLE_KEYS = frozenset({"prompt", "target_node", "negative_prompt", *PARAM_INPUTS})
 MAX_SEED = 2**64 - 1  # ComfyUI's KSampler bound
 UPSTREAM_SEARCH_LIMIT = 64  # nodes visited when tracing a sampler's conditioning back to text
 
@@ -82,9 +84,11 @@ def is_text_node(node: dict[str, Any]) -> bool:
 
 
 # -- choosing the text node ------------------------------------------------------------
-def _trace_to_text_node(workflow: Workflow, start: Any) -> str | None:
-    """Follow links upstream from a conditioning input (through FluxGuidance,
-    ConditioningCombine, ...) to the nearest text node, breadth first."""
+def _trace_to_text_node(workflow: Workflow, start: Any, role: str) -> str | None:
+    """Follow links upstream from a sampler's `positive`/`negative` input (through
+    FluxGuidance, ConditioningCombine, ...) to the nearest text node, breadth first.
+    A node that carries both roles (ControlNetApplyAdvanced) is followed along the
+    same role only, so the positive path never lands on the negative prompt."""
     if not _is_link(start):
         return None
     queue: deque[str] = deque([start[0]])
@@ -97,7 +101,11 @@ def _trace_to_text_node(workflow: Workflow, start: Any) -> str | None:
         node = workflow[node_id]
         if is_text_node(node):
             return node_id
-        for value in node.get("inputs", {}).values():
+        inputs = node.get("inputs", {})
+        if _is_link(inputs.get(role)):
+            queue.append(inputs[role][0])
+            continue
+        for value in inputs.values():
             if _is_link(value):
                 queue.append(value[0])
     return None
@@ -107,7 +115,7 @@ def find_wired_text_node(workflow: Workflow, role: str) -> str | None:
     """The text node feeding a sampler's `positive` or `negative` input."""
     for node_id in sorted(workflow, key=_sort_key):
         source = workflow[node_id].get("inputs", {}).get(role)
-        found = _trace_to_text_node(workflow, source)
+        found = _trace_to_text_node(workflow, source, role)
         if found is not None:
             return found
     return None
@@ -200,11 +208,11 @@ def apply_param(workflow: Workflow, name: str, value: Any) -> list[str]:
 
 # -- the two request formats -------------------------------------------------------------
 def is_simple_format(body: dict[str, Any]) -> bool:
-    return "prompt" in body or "target_node" in body or bool(SIMPLE_KEYS.intersection(body))
+    return bool(SIMPLE_KEYS.intersection(body))
 
 
 def apply_simple(workflow: Workflow, body: dict[str, Any]) -> Workflow:
-    unknown = sorted(set(body) - SIMPLE_KEYS)
+    unknown = sorted(set(body) - SIMPLE_KEYS - REQUEST_KEYS)
     if unknown:
         raise BadRequestError(f"Unknown parameter(s): {', '.join(unknown)}")
     patched = copy.deepcopy(workflow)
@@ -235,11 +243,12 @@ def apply_simple(workflow: Workflow, body: dict[str, Any]) -> Workflow:
 
 def apply_advanced(workflow: Workflow, body: dict[str, Any]) -> Workflow:
     """Merge `{"<node_id>": {"inputs": {...}}}` or `{"<node_id>": {...}}` into the inputs."""
-    unknown = sorted(key for key in body if key not in workflow)
+    updates = {key: value for key, value in body.items() if key not in REQUEST_KEYS}
+    unknown = sorted(key for key in updates if key not in workflow)
     if unknown:
         raise BadRequestError(f"Unknown node id(s) in workflow: {', '.join(unknown)}")
     patched = copy.deepcopy(workflow)
-    for node_id, update in body.items():
+    for node_id, update in updates.items():
         if not isinstance(update, dict):
             raise BadRequestError(f"Update for node {node_id} must be a JSON object")
         inputs = update["inputs"] if set(update) == {"inputs"} else update

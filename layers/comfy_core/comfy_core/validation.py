@@ -12,8 +12,12 @@ WORKFLOW_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 PROMPT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}")
 
 
+def is_workflow_name(value: str | None) -> bool:
+    return bool(value) and WORKFLOW_NAME.fullmatch(value) is not None and ".." not in value
+
+
 def workflow_name(value: str | None) -> str:
-    if not value or not WORKFLOW_NAME.fullmatch(value) or ".." in value:
+    if not is_workflow_name(value):
         raise BadRequestError(
             "Invalid workflow name: use 1-128 letters, digits, '.', '_' or '-', "
             "starting with a letter or digit"

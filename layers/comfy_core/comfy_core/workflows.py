@@ -51,7 +51,7 @@ class WorkflowStore:
                     if "/" in rest or not rest.endswith(SUFFIX):
                         continue  # sub-folders and non-JSON files are not workflows
                     name = rest[: -len(SUFFIX)]
-                    if validation.WORKFLOW_NAME.fullmatch(name):
+                    if validation.is_workflow_name(name):
                         names.append(name)
         except (ClientError, BotoCoreError) as exc:
             raise StorageError("Workflow store is unavailable") from exc
