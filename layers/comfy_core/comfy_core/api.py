@@ -107,6 +107,8 @@ def api_handler(func: Handler) -> Callable[[dict[str, Any], Any], dict[str, Any]
     def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         try:
             request = Request.from_event(event or {})
+            if request.path_params.get("prompt_id"):
+                logger.append_keys(prompt_id=request.path_params["prompt_id"])
             result = func(request)
         except Exception as exc:  # noqa: BLE001 - the one place every error is mapped
             return error_response(exc)
@@ -114,7 +116,10 @@ def api_handler(func: Handler) -> Callable[[dict[str, Any], Any], dict[str, Any]
             return json_response(result[0], result[1])
         return json_response(200, result)
 
-    wrapped = logger.inject_lambda_context(correlation_id_path="requestContext.requestId")(handler)
+    # clear_state: keys appended for one request (prompt_id) must not leak into the next.
+    wrapped = logger.inject_lambda_context(
+        correlation_id_path="requestContext.requestId", clear_state=True
+    )(handler)
     wrapped = metrics.log_metrics(wrapped)
     return capture_lambda_handler(wrapped)
 
