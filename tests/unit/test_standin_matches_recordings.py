@@ -1,0 +1,514 @@
+"""The ComfyUI stand-in must answer like the recordings of a real ComfyUI 0.3.64.
+
+Recordings live in tests/fixtures/comfyui/ (<name>.headers.json: request and response
+meta, <name>.json: JSON body). Ids, timestamps, tracebacks and the random part of temp
+file names differ between runs and are normalised before comparing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from devtools.comfyui_standin import ComfyUIStandIn
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "comfyui"
+WORKFLOWS = FIXTURES / "workflows"
+UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+TEMP_NAME_RE = re.compile(r"ComfyUI_temp_[a-z]{5}_")
+TIMEOUT = 10.0
+
+# Each recorded 400 and the workflow file that should produce it (None: only the recorded body).
+VALIDATION_CASES = {
+    "prompt_error_bad_values": "invalid_bad_values.json",
+    "prompt_error_link_to_missing_node": "invalid_link_to_missing_node.json",
+    "prompt_error_missing_input": "invalid_missing_input.json",
+    "prompt_error_missing_model": "invalid_missing_model.json",
+    "prompt_error_no_class_type": "invalid_no_class_type.json",
+    "prompt_error_no_output_node": "invalid_no_output_node.json",
+    "prompt_error_unknown_class": "invalid_unknown_class.json",
+    "prompt_error_empty_prompt": None,
+    "prompt_error_no_prompt_key": None,
+}
+SERVER_ERROR_CASES = [
+    "prompt_error_malformed_json",
+    "prompt_error_prompt_is_list",
+    "queue_post_malformed_json",
+    "history_max_items_bad",
+]
+
+
+# -- helpers --------------------------------------------------------------------------------
+
+def recorded_meta(name: str) -> dict[str, Any]:
+    return json.loads((FIXTURES / f"{name}.headers.json").read_text())
+
+
+def recorded_body(name: str) -> Any:
+    return json.loads((FIXTURES / f"{name}.json").read_text())
+
+
+def recorded_request(name: str) -> Any:
+    return recorded_meta(name)["request_body"]
+
+
+def workflow(name: str) -> dict[str, Any]:
+    return json.loads((WORKFLOWS / name).read_text())
+
+
+def normalise(value: Any) -> Any:
+    """Blank out what differs between runs: ids, timestamps, tracebacks, temp name parts."""
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            key = normalise(key)
+            if key == "timestamp":
+                out[key] = 0
+            elif key == "traceback":
+                out[key] = []
+            else:
+                out[key] = normalise(item)
+        return out
+    if isinstance(value, list):
+        return [normalise(item) for item in value]
+    if isinstance(value, str):
+        return TEMP_NAME_RE.sub("ComfyUI_temp_xxxxx_", UUID_RE.sub("<id>", value))
+    return value
+
+
+def only_entry(history: dict[str, Any]) -> dict[str, Any]:
+    assert len(history) == 1, history
+    return next(iter(history.values()))
+
+
+def sort_errors(body: dict[str, Any]) -> dict[str, Any]:
+    """ComfyUI checks inputs in set order (random per process): compare errors order-free."""
+    for node in body.get("node_errors", {}).values():
+        node["errors"].sort(key=lambda e: (e["type"], e["extra_info"].get("input_name", "")))
+    return body
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = TIMEOUT) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(0.02)
+    raise AssertionError(f"condition not met within {timeout}s")
+
+
+class Client:
+    def __init__(self, standin: ComfyUIStandIn) -> None:
+        self.standin = standin
+        self.base = standin.base_url
+        self.session = requests.Session()
+
+    def get(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.session.get(self.base + path, timeout=TIMEOUT, **kwargs)
+
+    def head(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.session.head(self.base + path, timeout=TIMEOUT, **kwargs)
+
+    def post(self, path: str, **kwargs: Any) -> requests.Response:
+        return self.session.post(self.base + path, timeout=TIMEOUT, **kwargs)
+
+    def submit(self, body: dict[str, Any]) -> str:
+        response = self.post("/prompt", json=body)
+        assert response.status_code == 200, response.text
+        return response.json()["prompt_id"]
+
+    def history(self, prompt_id: str) -> dict[str, Any]:
+        return self.get(f"/history/{prompt_id}").json()
+
+    def finished(self, prompt_id: str) -> dict[str, Any]:
+        return only_entry(wait_for(lambda: self.history(prompt_id)))
+
+    def run(self, body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        prompt_id = self.submit(body)
+        return prompt_id, self.finished(prompt_id)
+
+    def running_id(self) -> str | None:
+        running = self.get("/queue").json()["queue_running"]
+        return running[0][1] if running else None
+
+
+@pytest.fixture
+def make_client(tmp_path: Path) -> Iterator[Callable[..., Client]]:
+    started: list[ComfyUIStandIn] = []
+
+    def make(delay: float = 0.0, **kwargs: Any) -> Client:
+        standin = ComfyUIStandIn(tmp_path / f"root{len(started)}", port=0, delay=delay, **kwargs).start()
+        started.append(standin)
+        return Client(standin)
+
+    yield make
+    for standin in started:
+        standin.stop()
+
+
+@pytest.fixture
+def client(make_client: Callable[..., Client]) -> Client:
+    return make_client()
+
+
+# -- simple endpoints -----------------------------------------------------------------------
+
+def test_system_stats_has_the_recorded_shape(client: Client) -> None:
+    recorded = recorded_body("system_stats")
+    for path in ("/system_stats", "/api/system_stats"):
+        response = client.get(path)
+        assert response.status_code == 200
+        assert response.headers["Content-Type"] == "application/json; charset=utf-8"
+        stats = response.json()
+        assert stats.keys() == recorded.keys()
+        assert stats["system"].keys() == recorded["system"].keys()
+        assert [d.keys() for d in stats["devices"]] == [d.keys() for d in recorded["devices"]]
+        assert stats["system"]["comfyui_version"] == recorded["system"]["comfyui_version"]
+
+
+def recordings(pattern: str) -> list[str]:
+    return sorted(p.name[: -len(".headers.json")] for p in FIXTURES.glob(f"{pattern}.headers.json"))
+
+
+@pytest.mark.parametrize("recording", recordings("object_info_*"))
+def test_object_info_matches_recording(client: Client, recording: str) -> None:
+    response = client.get(recorded_meta(recording)["path"])
+    assert response.status_code == 200
+    assert response.json() == recorded_body(recording)
+
+
+def test_features_free_and_get_prompt(client: Client) -> None:
+    assert client.get("/features").json() == recorded_body("features")
+    free = client.post("/free", json=recorded_request("free"))
+    assert (free.status_code, free.content) == (200, b"")
+    assert client.get("/prompt").json() == recorded_body("prompt_get_idle")
+
+
+def test_unknown_route_is_aiohttp_404(client: Client) -> None:
+    response = client.get("/no/such/route")
+    assert response.status_code == 404
+    assert response.text == "404: Not Found"
+
+
+# -- POST /prompt ---------------------------------------------------------------------------
+
+def test_prompt_success_shape_and_numbers(client: Client) -> None:
+    recorded = recorded_body("prompt_success")
+    first = client.post("/api/prompt", json=recorded_request("prompt_success"))
+    second = client.post("/prompt", json={"prompt": workflow("empty_preview.json")})
+    assert first.status_code == second.status_code == 200
+    assert first.headers["Content-Type"] == "application/json; charset=utf-8"
+    assert first.json().keys() == recorded.keys()
+    assert UUID_RE.fullmatch(first.json()["prompt_id"])
+    assert first.json()["node_errors"] == {}
+    assert second.json()["number"] == first.json()["number"] + 1
+
+
+def test_caller_prompt_id_and_client_id_are_kept(client: Client) -> None:
+    body = recorded_request("prompt_success_client_id_prompt_id")
+    response = client.post("/prompt", json=body)
+    assert response.json() == recorded_body("prompt_success_client_id_prompt_id") | {"number": 0}
+    entry = client.finished(body["prompt_id"])
+    recorded = only_entry(recorded_body("history_id_success_preview"))
+    assert entry["prompt"][3] == recorded["prompt"][3]  # extra_data gains client_id
+
+
+@pytest.mark.parametrize("recording", sorted(VALIDATION_CASES))
+def test_validation_errors_match_recordings(client: Client, recording: str) -> None:
+    meta = recorded_meta(recording)
+    expected = sort_errors(normalise(recorded_body(recording)))
+    bodies = [meta["request_body"]]
+    if VALIDATION_CASES[recording]:
+        bodies.append({"prompt": workflow(VALIDATION_CASES[recording])})
+    for body in bodies:
+        response = client.post("/prompt", json=body)
+        assert response.status_code == meta["status"] == 400
+        assert response.headers["Content-Type"] == "application/json; charset=utf-8"
+        assert sort_errors(normalise(response.json())) == expected
+    assert client.get("/queue").json() == recorded_body("queue_empty")
+
+
+def test_missing_model_accepted_when_the_model_exists(make_client: Callable[..., Client]) -> None:
+    client = make_client(models=["missing_model.safetensors"])
+    _, entry = client.run({"prompt": workflow("invalid_missing_model.json")})
+    assert entry["status"]["status_str"] == "success"
+    assert entry["outputs"]["4"]["images"][0]["filename"] == "x_00001_.png"
+
+
+def test_partial_node_errors_run_the_valid_outputs(client: Client) -> None:
+    response = client.post("/prompt", json=recorded_request("prompt_success_partial_node_errors"))
+    assert response.status_code == 200
+    recorded = recorded_body("prompt_success_partial_node_errors")
+    assert response.json()["node_errors"] == recorded["node_errors"]
+    entry = client.finished(response.json()["prompt_id"])
+    expected = only_entry(recorded_body("history_id_partial_node_errors"))
+    expected["prompt"][0] = entry["prompt"][0]
+    assert normalise(entry) == normalise(expected)
+
+
+@pytest.mark.parametrize("recording", SERVER_ERROR_CASES)
+def test_malformed_requests_get_a_plain_text_500(client: Client, recording: str) -> None:
+    meta = recorded_meta(recording)
+    body = meta.get("request_body")
+    data = body if isinstance(body, str) else None
+    response = client.session.request(meta["method"], client.base + meta["path"], data=data, timeout=TIMEOUT)
+    assert response.status_code == 500
+    assert response.headers["Content-Type"] == meta["headers"]["Content-Type"]
+    assert response.text == meta["body_text"]
+
+
+def test_origin_mismatch_is_403_with_empty_body(client: Client) -> None:
+    body = recorded_request("prompt_origin_mismatch_403")
+    refused = client.post("/prompt", json=body, headers={"Origin": "http://evil.example"})
+    assert (refused.status_code, refused.content) == (403, b"")
+    allowed = client.post("/prompt", json=body, headers={"Origin": client.base})
+    assert allowed.status_code == 200
+
+
+# -- queue, history, interrupt --------------------------------------------------------------
+
+def test_queue_items_pending_quirk_and_queue_edits(make_client: Callable[..., Client]) -> None:
+    client = make_client(delay=2.0)
+    running = client.submit({"prompt": workflow("empty_preview.json")})
+    wait_for(lambda: client.running_id() == running)
+    later = client.submit({"prompt": workflow("empty_save.json")})
+    front = client.post("/prompt", json={"prompt": workflow("empty_save.json"), "front": True}).json()
+
+    queue = client.get("/queue").json()
+    recorded = recorded_body("queue_running_and_pending")
+    assert queue.keys() == recorded.keys()
+    for item in queue["queue_running"] + queue["queue_pending"]:
+        assert [type(x) for x in item] == [type(x) for x in recorded["queue_running"][0]]
+    assert [item[1] for item in queue["queue_running"]] == [running]
+    assert {item[1] for item in queue["queue_pending"]} == {later, front["prompt_id"]}
+    assert front["number"] < 0  # "front" jumps the queue with a negative number
+    assert client.get("/prompt").json() == {"exec_info": {"queue_remaining": 3}}
+    # Recorded quirk: pending and running prompts have no history entry yet.
+    assert client.history(running) == {} and client.history(later) == {}
+
+    deleted = client.post("/queue", json={"delete": [later, "not-a-real-id"]})
+    assert (deleted.status_code, deleted.content) == (200, b"")
+    assert [item[1] for item in client.get("/queue").json()["queue_pending"]] == [front["prompt_id"]]
+    cleared = client.post("/queue", json=recorded_request("queue_clear"))
+    assert (cleared.status_code, cleared.content) == (200, b"")
+    assert client.get("/queue").json()["queue_pending"] == []
+    client.post("/interrupt")
+    assert client.finished(running)["status"]["status_str"] == "error"
+    assert client.history(later) == {}
+
+
+def test_unknown_history_id_is_empty(client: Client) -> None:
+    meta = recorded_meta("history_id_unknown")
+    response = client.get(meta["path"])
+    assert response.status_code == 200
+    assert response.json() == recorded_body("history_id_unknown") == {}
+    assert client.get("/history").json() == recorded_body("history_empty")
+
+
+def test_finished_save_entry_matches_recording(client: Client) -> None:
+    _, entry = client.run(recorded_request("prompt_success"))
+    expected = only_entry(recorded_body("history_id_success_save"))
+    assert normalise(entry) == normalise(expected)
+    assert entry["outputs"]["2"]["images"][0]["type"] == "output"
+
+
+def test_finished_preview_entry_matches_recording(client: Client) -> None:
+    _, entry = client.run(recorded_request("prompt_success_client_id_prompt_id"))
+    expected = only_entry(recorded_body("history_id_success_preview"))
+    expected["prompt"][0] = entry["prompt"][0]
+    assert normalise(entry) == normalise(expected)
+    assert {image["type"] for image in entry["outputs"]["2"]["images"]} == {"temp"}
+
+
+def test_text_nodes_compute_the_linked_filename_prefix(client: Client) -> None:
+    _, entry = client.run(recorded_request("prompt_success_text"))
+    expected = only_entry(recorded_body("history_id_success_text"))
+    assert entry["outputs"] == expected["outputs"]
+    assert (Path(client.standin.output_dir) / "txt" / "Hello_patched_world_123_00001_.png").is_file()
+
+
+def test_identical_back_to_back_prompt_is_cached(client: Client) -> None:
+    body = {"prompt": workflow("empty_save.json")}
+    _, first = client.run(body)
+    _, second = client.run(body)
+    recorded = only_entry(recorded_body("history_id_cache_identical_back_to_back"))
+    assert second["outputs"] == first["outputs"]
+    assert second["status"]["messages"][1][1]["nodes"] == recorded["status"]["messages"][1][1]["nodes"]
+    client.run({"prompt": workflow("empty_preview.json")})
+    _, third = client.run(body)  # not back to back any more: runs again, next counter
+    assert third["outputs"]["2"]["images"][0]["filename"] == "harness_save_00002_.png"
+
+
+def test_history_paging_like_comfyui(client: Client) -> None:
+    ids = [client.run({"prompt": workflow("empty_preview.json") | {"3": {
+        "class_type": "PreviewAny", "inputs": {"source": f"run {i}"}}}})[0] for i in range(3)]
+    assert list(client.get("/history").json()) == ids  # oldest first
+    assert list(client.get("/history?max_items=1").json()) == ids[-1:]
+    assert list(client.get("/history?max_items=2&offset=0").json()) == ids[:2]
+    deleted = client.post("/history", json={"delete": [ids[0]]})
+    assert (deleted.status_code, deleted.content) == (200, b"")
+    assert list(client.get("/history").json()) == ids[1:]
+    cleared = client.post("/history", json=recorded_request("history_post_clear"))
+    assert (cleared.status_code, cleared.content) == (200, b"")
+    assert client.get("/history").json() == recorded_body("history_after_clear")
+
+
+def test_history_is_capped_oldest_first(make_client: Callable[..., Client]) -> None:
+    client = make_client(history_limit=2)
+    ids = [client.run({"prompt": {"1": {"class_type": "PreviewAny", "inputs": {"source": str(i)}}}})[0]
+           for i in range(5)]
+    assert list(client.get("/history").json()) == ids[-3:]  # limit + 1 stay, like ComfyUI
+
+
+def test_global_interrupt_matches_recording(make_client: Callable[..., Client]) -> None:
+    client = make_client(delay=5.0)
+    prompt_id = client.submit({"prompt": workflow("slow_noise_blur.json")})
+    wait_for(lambda: client.running_id() == prompt_id)
+    response = client.post("/interrupt", data=recorded_request("interrupt_global"))
+    assert (response.status_code, response.content) == (200, b"")
+    # Interruptible: the entry arrives long before the 5 s delay would have run out.
+    entry = only_entry(wait_for(lambda: client.history(prompt_id), timeout=3.0))
+    expected = only_entry(recorded_body("history_id_interrupted"))
+    assert entry.keys() == expected.keys()
+    assert (entry["outputs"], entry["meta"]) == (expected["outputs"], expected["meta"]) == ({}, {})
+    assert {k: v for k, v in entry["status"].items() if k != "messages"} == {"status_str": "error",
+                                                                             "completed": False}
+    events = [message[0] for message in entry["status"]["messages"]]
+    assert events == [message[0] for message in expected["status"]["messages"]]
+    last, recorded_last = entry["status"]["messages"][-1][1], expected["status"]["messages"][-1][1]
+    assert last.keys() == recorded_last.keys()
+    assert (last["node_id"], last["node_type"]) == (recorded_last["node_id"], recorded_last["node_type"])
+    assert sorted(last["executed"]) == sorted(recorded_last["executed"])
+    assert list(Path(client.standin.temp_dir).iterdir()) == []
+
+
+def test_targeted_interrupt_only_hits_the_running_prompt(make_client: Callable[..., Client]) -> None:
+    client = make_client(delay=0.6)
+    first = client.submit({"prompt": workflow("empty_preview.json")})
+    second = client.submit({"prompt": workflow("empty_save.json")})
+    wait_for(lambda: client.running_id() == first)
+    client.post("/interrupt", json={"prompt_id": second})  # pending, not running: no effect
+    assert client.finished(first)["status"]["status_str"] == "success"
+    wait_for(lambda: client.running_id() == second)
+    client.post("/interrupt", json={"prompt_id": second})
+    last = client.finished(second)["status"]["messages"][-1]
+    assert last[0] == "execution_interrupted"
+    idle = client.post("/interrupt")
+    assert (idle.status_code, idle.content) == (200, b"")
+
+
+def test_save_outside_output_is_an_execution_error(client: Client) -> None:
+    _, entry = client.run({"prompt": workflow("exec_error_save_outside_output.json")})
+    expected = only_entry(recorded_body("history_id_exec_error_save_outside_output"))
+    assert entry["outputs"] == expected["outputs"] == {}
+    assert entry["status"]["status_str"] == "error" and entry["status"]["completed"] is False
+    last, recorded_last = entry["status"]["messages"][-1], expected["status"]["messages"][-1]
+    assert last[0] == recorded_last[0] == "execution_error"
+    assert last[1].keys() == recorded_last[1].keys()
+    for key in ("node_id", "node_type", "executed", "exception_type", "current_outputs"):
+        assert last[1][key] == recorded_last[1][key], key
+    assert last[1]["exception_message"].startswith("**** ERROR: Saving image outside the output folder")
+    assert last[1]["current_inputs"].keys() == recorded_last[1]["current_inputs"].keys()
+    assert isinstance(last[1]["traceback"], list) and last[1]["traceback"]
+
+
+def test_bad_regex_keeps_outputs_finished_before_the_error(client: Client) -> None:
+    _, entry = client.run(recorded_request("prompt_accepted_exec_error_regex"))
+    expected = only_entry(recorded_body("history_id_exec_error_bad_regex"))
+    assert normalise(entry["outputs"]) == normalise(expected["outputs"])
+    last = entry["status"]["messages"][-1][1]
+    assert (last["node_id"], last["node_type"]) == ("4", "RegexReplace")
+    assert last["exception_message"] == expected["status"]["messages"][-1][1]["exception_message"]
+    assert last["exception_type"] in {"re.error", "re.PatternError"}  # name depends on Python version
+
+
+# -- /view ----------------------------------------------------------------------------------
+
+VIEW_CASES = recordings("view_*")
+
+
+@pytest.fixture
+def view_client(client: Client) -> tuple[Client, str]:
+    """A stand-in holding the files the recorded /view requests ask for."""
+    client.run(recorded_request("prompt_success"))  # harness_save_00001_.png
+    client.run(recorded_request("prompt_success_chain"))  # harness/chain_00001_.png
+    _, preview = client.run(recorded_request("prompt_success_client_id_prompt_id"))
+    return client, preview["outputs"]["2"]["images"][0]["filename"]
+
+
+@pytest.mark.parametrize("recording", VIEW_CASES)
+def test_view_status_codes_match_recordings(view_client: tuple[Client, str], recording: str) -> None:
+    client, temp_name = view_client
+    meta = recorded_meta(recording)
+    path = meta["path"].replace("ComfyUI_temp_oncmo_00001_.png", temp_name)
+    response = client.session.request(meta["method"], client.base + path, timeout=TIMEOUT)
+    assert response.status_code == meta["status"]
+    if meta["status"] != 200:
+        assert response.content == b""
+        return
+    assert int(response.headers["Content-Length"]) > 0
+    if "preview=" not in path:  # the stand-in serves the original instead of re-encoding
+        for header in ("Content-Type", "Content-Disposition", "Etag", "Accept-Ranges"):
+            assert header in response.headers
+        assert response.headers["Content-Type"] == meta["headers"]["Content-Type"]
+    if meta["method"] == "GET":
+        assert response.content.startswith(b"\x89PNG\r\n\x1a\n")
+
+
+def test_view_streams_a_large_file(client: Client) -> None:
+    size = 210 * 1024 * 1024
+    big = Path(client.standin.output_dir) / "big.bin"
+    with open(big, "wb") as handle:
+        handle.truncate(size)  # sparse: cheap to create
+    head = client.head("/view?filename=big.bin")
+    assert (head.status_code, int(head.headers["Content-Length"])) == (200, size)
+    received = 0
+    with client.get("/view?filename=big.bin", stream=True) as response:
+        assert response.status_code == 200
+        for chunk in response.iter_content(1 << 20):
+            received += len(chunk)
+    assert received == size
+    partial = client.get("/view?filename=big.bin", headers={"Range": "bytes=10-19"})
+    assert (partial.status_code, partial.content) == (206, b"\x00" * 10)
+    os.remove(big)
+
+
+# -- restart --------------------------------------------------------------------------------
+
+def test_restart_clears_history_and_temp_but_keeps_output(client: Client) -> None:
+    base = client.base
+    save_id, save = client.run(recorded_request("prompt_success"))
+    _, preview = client.run({"prompt": workflow("empty_preview.json")})
+    output_file = Path(client.standin.output_dir) / save["outputs"]["2"]["images"][0]["filename"]
+    temp_name = preview["outputs"]["2"]["images"][0]["filename"]
+    assert (Path(client.standin.temp_dir) / temp_name).is_file()
+
+    client.standin.restart()
+
+    assert client.standin.base_url == base
+    assert client.get("/history").json() == recorded_body("history_after_restart")
+    assert client.history(save_id) == {}
+    assert output_file.is_file()
+    assert list(Path(client.standin.temp_dir).iterdir()) == []
+    assert client.get(f"/view?filename={temp_name}&type=temp").status_code == 404
+    assert client.get(f"/view?filename={output_file.name}&type=output").status_code == 200
+    again = client.post("/prompt", json=recorded_request("prompt_success")).json()
+    assert again["number"] == 0  # a restarted ComfyUI counts from 0 again
+    # Not cached after a restart, and numbering continues from the files on disk.
+    images = client.finished(again["prompt_id"])["outputs"]["2"]["images"]
+    assert images[0]["filename"] == "harness_save_00002_.png"
+
+
+def test_requests_are_counted(client: Client) -> None:
+    client.get("/queue")
+    client.get("/history?max_items=1")
+    assert client.standin.requests[-2:] == [("GET", "/queue"), ("GET", "/history?max_items=1")]
