@@ -202,6 +202,30 @@ class ComfyUIClient:
         )
         return f"{redact_url(self.settings.comfyui_public_url)}/view?{query}"
 
+    def open_view(self, file: dict[str, Any]) -> requests.Response:
+        """GET /view for one output file, streamed: the caller reads `response.raw` in
+        chunks and must close the response. 404 (file gone, e.g. temp wiped by a restart)
+        raises ComfyUIFileMissingError; any other error status ComfyUIBadResponseError."""
+        params = {
+            "filename": file.get("filename", ""),
+            "subfolder": file.get("subfolder", ""),
+            "type": file.get("type", ""),
+        }
+        # identity: the bytes read from `raw` must be the file itself and match Content-Length.
+        response = self._request(
+            "GET", "/view", params=params, stream=True, headers={"Accept-Encoding": "identity"}
+        )
+        if response.status_code == 404:
+            response.close()
+            raise ComfyUIFileMissingError(
+                f"ComfyUI has no file {params['filename']!r} ({params['type']})",
+                extra={"file": params},
+            )
+        if response.status_code >= 400:
+            response.close()
+        self._expect_ok(response)
+        return response
+
 
 _client: ComfyUIClient | None = None
 

@@ -20,6 +20,19 @@ def _float(name: str, default: float) -> float:
     return float(raw) if raw else default
 
 
+def _prefix(name: str, default: str) -> str:
+    """An S3 key prefix without a leading '/', ending in '/'; unset or blank -> default."""
+    prefix = (os.environ.get(name, "").strip() or default).lstrip("/")
+    if prefix and not prefix.endswith("/"):
+        prefix += "/"
+    return prefix
+
+
+def _csv(name: str, default: str) -> tuple[str, ...]:
+    raw = os.environ.get(name, "").strip() or default
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
 @dataclass(frozen=True)
 class Settings:
     comfyui_base_url: str
@@ -35,6 +48,14 @@ class Settings:
     max_body_bytes: int
     history_default_items: int
     history_max_items: int
+    # Image archiver: where finished prompts' files are copied, and which ComfyUI `type`s.
+    image_bucket: str = ""
+    image_prefix: str = "images/"
+    archive_types: tuple[str, ...] = ("temp", "output")
+    archive_max_items: int = 200
+    event_bus_name: str = "default"
+    # Presigned GET lifetime; S3 refuses more than 7 days (SigV4).
+    presign_expiry: int = 3600
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -54,6 +75,12 @@ class Settings:
             max_body_bytes=_int("MAX_BODY_BYTES", 1_048_576),
             history_default_items=_int("HISTORY_DEFAULT_MAX_ITEMS", 100),
             history_max_items=_int("HISTORY_MAX_ITEMS_LIMIT", 1000),
+            image_bucket=os.environ.get("IMAGE_BUCKET", "").strip(),
+            image_prefix=_prefix("IMAGE_PREFIX", "images/"),
+            archive_types=_csv("ARCHIVE_TYPES", "temp,output"),
+            archive_max_items=max(1, _int("ARCHIVE_MAX_ITEMS", 200)),
+            event_bus_name=os.environ.get("EVENT_BUS_NAME", "").strip() or "default",
+            presign_expiry=min(max(_int("PRESIGN_EXPIRY_SECONDS", 3600), 60), 604_800),
         )
 
 

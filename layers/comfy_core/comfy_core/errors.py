@@ -69,3 +69,9 @@ class StorageError(ComfyCoreError):
     """S3 failed for a reason that is not the client's."""
 
     status_code = 503
+
+
+class ComfyUIFileMissingError(ComfyUIError):
+    """ComfyUI answered 404 for a file it listed: gone for good (temp folder wiped on restart)."""
+
+    status_code = 404

@@ -1,0 +1,34 @@
+"""Archiver: copies finished prompts' files from ComfyUI to S3 before ComfyUI loses them.
+
+A scheduled event (or any event without `prompt_id`) sweeps recent history;
+`{"prompt_id": "..."}` archives that one prompt now. Returns a JSON summary of counts.
+"""
+
+from collections.abc import Callable
+from typing import Any
+
+from comfy_core import archive, validation
+from comfy_core.errors import BadRequestError
+from comfy_core.observability import capture_lambda_handler, logger, metrics
+
+
+def _seconds_left(context: Any) -> Callable[[], float] | None:
+    """Lambda's time left, so a sweep stops starting prompts before the timeout."""
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    return (lambda: remaining() / 1000.0) if callable(remaining) else None
+
+
+@capture_lambda_handler
+@metrics.log_metrics
+@logger.inject_lambda_context
+def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
+    prompt_id = event.get("prompt_id") if isinstance(event, dict) else None
+    if prompt_id is None:
+        return archive.run_sweep(seconds_left=_seconds_left(context))
+    try:
+        prompt_id = validation.prompt_id(prompt_id if isinstance(prompt_id, str) else None)
+    except BadRequestError as exc:
+        # Returned, not raised: an async invoke would retry a bad id twice for nothing.
+        logger.warning("Archive request refused", extra={"error": exc.message})
+        return {"status": "invalid", "error": exc.message}
+    return archive.archive_one(prompt_id)

@@ -1,0 +1,59 @@
+"""EventBridge helper. boto3 is imported on first use only, like storage.py: functions that
+never publish events must not pay its import time at cold start."""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from typing import Any
+
+from .observability import logger
+
+SOURCE = "comfy-serverless-api"
+# PutEvents refuses an entry above 256 KB; stay well below it with the envelope added.
+MAX_DETAIL_BYTES = 200_000
+
+
+@lru_cache(maxsize=1)
+def events_client() -> Any:
+    """One EventBridge client per container, created lazily (so moto can intercept it in
+    tests). AWS_ENDPOINT_URL, when set (the local stack), is honoured by boto3 itself."""
+    import boto3
+    from botocore.config import Config
+
+    return boto3.client(
+        "events",
+        config=Config(retries={"max_attempts": 3, "mode": "standard"}, connect_timeout=3, read_timeout=10),
+    )
+
+
+def put_event(detail_type: str, detail: dict[str, Any], bus_name: str, source: str = SOURCE) -> bool:
+    """Publish one event; True when EventBridge accepted it.
+
+    Never raises: an event is a notification about work that is already done and stored,
+    so failing to send it must not undo or fail that work. Failures are logged.
+    """
+    body = json.dumps(detail, ensure_ascii=False, default=str)
+    if len(body.encode("utf-8")) > MAX_DETAIL_BYTES:
+        logger.warning("Event detail too large; not sent", extra={"detail_type": detail_type})
+        return False
+    entry = {"Source": source, "DetailType": detail_type, "Detail": body, "EventBusName": bus_name}
+    try:
+        answer = events_client().put_events(Entries=[entry])
+    except Exception as exc:  # noqa: BLE001 - botocore raises many types; none may be fatal here
+        logger.warning(
+            "EventBridge put_events failed", extra={"detail_type": detail_type, "error": repr(exc)}
+        )
+        return False
+    if answer.get("FailedEntryCount"):
+        failed = (answer.get("Entries") or [{}])[0]
+        logger.warning(
+            "EventBridge refused the event",
+            extra={
+                "detail_type": detail_type,
+                "code": failed.get("ErrorCode"),
+                "error": failed.get("ErrorMessage"),
+            },
+        )
+        return False
+    return True

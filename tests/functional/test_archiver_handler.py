@@ -1,0 +1,168 @@
+"""functions/archiver: the sample events in, a JSON summary out; S3 and EventBridge from
+moto in-process, ComfyUI from recorded answers with /view bodies streamed."""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import pytest
+import requests
+import urllib3
+from comfy_core import archive, events
+from comfy_core import client as client_module
+from comfy_core.client import ComfyUIClient
+from comfy_core.config import get_settings
+from comfy_core.observability import metrics
+from comfy_core.storage import s3_client
+from moto import mock_aws
+
+from functions.archiver.app import lambda_handler
+from tests.functional.conftest import event
+from tests.support.fake_comfy import RECORDINGS, FakeComfySession, recording
+from tests.support.lambda_context import FakeLambdaContext
+
+BUCKET = "image-bucket"
+SAVE_ID = "aa5001e0-e7a3-4f42-a12c-f2f26746c0e6"  # the id in events/archiver_prompt.json
+PREVIEW_ID = "11111111-2222-3333-4444-555555555555"
+SAVE_FILE = ("output", "", "harness_save_00001_.png")
+PREVIEW_FILES = [("temp", "", f"ComfyUI_temp_oncmo_0000{n}_.png") for n in (1, 2)]
+
+
+class StreamingComfy(FakeComfySession):
+    """FakeComfySession plus GET /view streaming files by (type, subfolder, filename)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.files: dict[tuple[str, str, str], bytes] = {}
+
+    def request(self, method: str, url: str, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        if not url.endswith("/view"):
+            return super().request(method, url, **kwargs)
+        params = kwargs.get("params") or {}
+        self.calls.append({"method": method, "path": "/view", "query": params})
+        body = self.files.get((params["type"], params["subfolder"], params["filename"]))
+        response = requests.Response()
+        response.status_code = 404 if body is None else 200
+        headers = {"Content-Type": "image/png", "Content-Length": str(len(body or b""))}
+        response.headers.update(headers)
+        response.raw = urllib3.HTTPResponse(
+            body=io.BytesIO(body or b""), headers=headers, status=response.status_code, preload_content=False
+        )
+        return response
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.setenv("IMAGE_BUCKET", BUCKET)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.delenv("EVENT_BUS_NAME", raising=False)
+    get_settings.cache_clear()
+    events.events_client.cache_clear()
+    metrics.clear_metrics()
+    with mock_aws():
+        s3 = s3_client()
+        s3.create_bucket(Bucket=BUCKET)
+        yield s3
+    events.events_client.cache_clear()
+
+
+@pytest.fixture
+def comfy(monkeypatch: pytest.MonkeyPatch, aws: Any) -> StreamingComfy:
+    session = StreamingComfy()
+    monkeypatch.setattr(client_module, "_client", ComfyUIClient(get_settings(), session=session))
+    history = {**recording("history_id_success_save"), **recording("history_id_success_preview")}
+    session.routes[("GET", "/history")] = (200, history)
+    session.routes[("GET", f"/history/{SAVE_ID}")] = (200, recording("history_id_success_save"))
+    session.files[SAVE_FILE] = (RECORDINGS / "view_output.png").read_bytes()
+    for name in PREVIEW_FILES:
+        session.files[name] = (RECORDINGS / "view_temp.png").read_bytes()
+    return session
+
+
+def emitted_metrics(output: str) -> dict[str, float]:
+    """Metric values from the CloudWatch EMF lines the handler printed."""
+    found: dict[str, float] = {}
+    for line in output.splitlines():
+        if '"_aws"' not in line:
+            continue
+        doc = json.loads(line)
+        for directive in doc["_aws"]["CloudWatchMetrics"]:
+            for item in directive["Metrics"]:
+                value = doc[item["Name"]]
+                found[item["Name"]] = found.get(item["Name"], 0) + (
+                    sum(value) if isinstance(value, list) else value
+                )
+    return found
+
+
+def test_scheduled_event_sweeps_history(
+    comfy: StreamingComfy, aws: Any, capsys: pytest.CaptureFixture
+) -> None:
+    summary = lambda_handler(event("archiver_scheduled"), FakeLambdaContext())
+
+    assert summary["status"] == "ok"
+    assert (summary["prompts_archived"], summary["images_archived"], summary["images_lost"]) == (2, 3, 0)
+    assert json.dumps(summary)  # the return value is plain JSON
+    stored = aws.get_object(Bucket=BUCKET, Key=f"images/{SAVE_ID}/2/harness_save_00001_.png")
+    assert stored["Body"].read() == comfy.files[SAVE_FILE] and stored["ContentType"] == "image/png"
+    assert archive.load_manifest(PREVIEW_ID)["files"][1]["filename"] == "ComfyUI_temp_oncmo_00002_.png"
+    emitted = emitted_metrics(capsys.readouterr().out)
+    assert emitted["ImagesArchived"] == 3
+    assert emitted["BytesArchived"] == 2 * 428 + 366
+
+
+def test_scheduler_event_without_fields_also_sweeps(comfy: StreamingComfy) -> None:
+    # EventBridge Scheduler sends the target's Input as is: `{}` when none is configured.
+    summary = lambda_handler({}, FakeLambdaContext())
+    assert summary["status"] == "ok" and summary["prompts_archived"] == 2
+
+
+def test_scheduled_event_again_copies_nothing(comfy: StreamingComfy) -> None:
+    lambda_handler(event("archiver_scheduled"), FakeLambdaContext())
+    comfy.calls.clear()
+    summary = lambda_handler(event("archiver_scheduled"), FakeLambdaContext())
+    assert summary["prompts_already_archived"] == 2 and summary["images_archived"] == 0
+    assert comfy.paths() == ["/history"]
+
+
+def test_prompt_event_archives_that_prompt_only(comfy: StreamingComfy, aws: Any) -> None:
+    result = lambda_handler(event("archiver_prompt"), FakeLambdaContext())
+    assert result["status"] == "archived" and result["stored"] == 1
+    assert result["manifest_key"] == f"images/{SAVE_ID}/manifest.json"
+    assert comfy.paths() == [f"/history/{SAVE_ID}", "/view"]
+    again = lambda_handler(event("archiver_prompt"), FakeLambdaContext())
+    assert again == {"prompt_id": SAVE_ID, "status": "already_archived"}
+
+
+def test_prompt_event_for_a_prompt_still_running(comfy: StreamingComfy) -> None:
+    comfy.routes[("GET", f"/history/{SAVE_ID}")] = (200, {})  # ComfyUI: running looks like unknown
+    assert lambda_handler(event("archiver_prompt"), FakeLambdaContext()) == {
+        "prompt_id": SAVE_ID,
+        "status": "not_finished",
+    }
+
+
+@pytest.mark.parametrize("bad", ["../etc", "", 42, "a/b"])
+def test_prompt_event_with_a_bad_id_is_refused(comfy: StreamingComfy, bad: Any) -> None:
+    result = lambda_handler({"prompt_id": bad}, FakeLambdaContext())
+    assert result["status"] == "invalid" and "prompt_id" in result["error"]
+    assert comfy.calls == []
+
+
+def test_comfyui_down_ends_cleanly_with_a_metric(
+    comfy: StreamingComfy, capsys: pytest.CaptureFixture
+) -> None:
+    comfy.routes[("GET", "/history")] = requests.exceptions.ConnectionError("refused")
+    summary = lambda_handler(event("archiver_scheduled"), FakeLambdaContext())
+    assert summary["status"] == "failed" and summary["prompts_archived"] == 0
+    assert emitted_metrics(capsys.readouterr().out) == {"ArchiveRunFailed": 1}
+
+
+def test_lost_file_is_counted(comfy: StreamingComfy, capsys: pytest.CaptureFixture) -> None:
+    del comfy.files[PREVIEW_FILES[0]]  # temp wiped by a restart
+    summary = lambda_handler(event("archiver_scheduled"), FakeLambdaContext())
+    assert (summary["images_lost"], summary["prompts_archived"]) == (1, 2)
+    assert emitted_metrics(capsys.readouterr().out)["ImagesLost"] == 1
+    assert archive.load_manifest(PREVIEW_ID)["files"][0]["lost"] is True
