@@ -3,13 +3,11 @@ moto in-process, ComfyUI from recorded answers with /view bodies streamed."""
 
 from __future__ import annotations
 
-import io
 import json
 from typing import Any
 
 import pytest
 import requests
-import urllib3
 from comfy_core import archive, events
 from comfy_core import client as client_module
 from comfy_core.client import ComfyUIClient
@@ -20,7 +18,7 @@ from moto import mock_aws
 
 from functions.archiver.app import lambda_handler
 from tests.functional.conftest import event
-from tests.support.fake_comfy import RECORDINGS, FakeComfySession, recording
+from tests.support.fake_comfy import RECORDINGS, StreamingComfy, recording
 from tests.support.lambda_context import FakeLambdaContext
 
 BUCKET = "image-bucket"
@@ -28,29 +26,6 @@ SAVE_ID = "aa5001e0-e7a3-4f42-a12c-f2f26746c0e6"  # the id in events/archiver_pr
 PREVIEW_ID = "11111111-2222-3333-4444-555555555555"
 SAVE_FILE = ("output", "", "harness_save_00001_.png")
 PREVIEW_FILES = [("temp", "", f"ComfyUI_temp_oncmo_0000{n}_.png") for n in (1, 2)]
-
-
-class StreamingComfy(FakeComfySession):
-    """FakeComfySession plus GET /view streaming files by (type, subfolder, filename)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.files: dict[tuple[str, str, str], bytes] = {}
-
-    def request(self, method: str, url: str, **kwargs: Any) -> requests.Response:  # type: ignore[override]
-        if not url.endswith("/view"):
-            return super().request(method, url, **kwargs)
-        params = kwargs.get("params") or {}
-        self.calls.append({"method": method, "path": "/view", "query": params})
-        body = self.files.get((params["type"], params["subfolder"], params["filename"]))
-        response = requests.Response()
-        response.status_code = 404 if body is None else 200
-        headers = {"Content-Type": "image/png", "Content-Length": str(len(body or b""))}
-        response.headers.update(headers)
-        response.raw = urllib3.HTTPResponse(
-            body=io.BytesIO(body or b""), headers=headers, status=response.status_code, preload_content=False
-        )
-        return response
 
 
 @pytest.fixture

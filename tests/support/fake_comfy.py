@@ -6,12 +6,14 @@ this session into the ComfyUI client instead. Its answers are recorded responses
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import requests
+import urllib3
 
 RECORDINGS = Path(__file__).resolve().parent.parent / "fixtures" / "comfyui"
 
@@ -59,3 +61,26 @@ class FakeComfySession(requests.Session):
 
     def paths(self, method: str | None = None) -> list[str]:
         return [c["path"] for c in self.calls if method is None or c["method"] == method]
+
+
+class StreamingComfy(FakeComfySession):
+    """FakeComfySession plus GET /view streaming files by (type, subfolder, filename)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.files: dict[tuple[str, str, str], bytes] = {}
+
+    def request(self, method: str, url: str, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        if not url.endswith("/view"):
+            return super().request(method, url, **kwargs)
+        params = kwargs.get("params") or {}
+        self.calls.append({"method": method, "path": "/view", "query": params})
+        body = self.files.get((params["type"], params["subfolder"], params["filename"]))
+        response = requests.Response()
+        response.status_code = 404 if body is None else 200
+        headers = {"Content-Type": "image/png", "Content-Length": str(len(body or b""))}
+        response.headers.update(headers)
+        response.raw = urllib3.HTTPResponse(
+            body=io.BytesIO(body or b""), headers=headers, status=response.status_code, preload_content=False
+        )
+        return response

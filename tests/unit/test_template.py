@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from cfnlint.decode import decode
 
+from tests.support.sam import translated
+
 ROOT = Path(__file__).resolve().parents[2]
 
 ROUTES = {
@@ -96,7 +98,38 @@ def test_buckets_are_private_encrypted_and_tls_only(template):
                    for s in statements), name
 
 
-def test_no_function_policy_uses_a_wildcard_resource(template):
-    for name, fn in functions(template).items():
-        for policy in fn["Properties"].get("Policies", []):
-            assert "*" not in str(policy), name
+def _as_list(value):
+    return value if isinstance(value, list) else [value]
+
+
+def test_no_iam_statement_allows_a_wildcard_action_or_resource():
+    """After the SAM transform: every Allow names its actions and resources."""
+    resources = translated(ComfyUIBaseUrl="http://comfy.internal:8188")["Resources"]
+    checked = 0
+    for name, resource in resources.items():
+        if resource["Type"] != "AWS::IAM::Role":
+            continue
+        for policy in resource["Properties"].get("Policies", []):
+            for statement in _as_list(policy["PolicyDocument"]["Statement"]):
+                if statement["Effect"] != "Allow":
+                    continue
+                checked += 1
+                for action in _as_list(statement["Action"]):
+                    assert action != "*" and not str(action).endswith(":*"), (name, action)
+                for target in _as_list(statement["Resource"]):
+                    assert target != "*", (name, statement)
+    assert checked > 5
+
+
+def test_archiver_runs_alone_on_a_schedule_with_a_dead_letter_destination(template):
+    archiver = template["Resources"]["ArchiverFunction"]["Properties"]
+    assert archiver["ReservedConcurrentExecutions"] == 1
+    assert archiver["Timeout"] > template["Globals"]["Function"]["Timeout"]
+    assert archiver["Events"]["Schedule"]["Type"] == "ScheduleV2"
+    assert archiver["EventInvokeConfig"]["DestinationConfig"]["OnFailure"]["Type"] == "SQS"
+
+
+def test_image_bucket_expires_archives_and_incomplete_uploads(template):
+    rules = template["Resources"]["ImageBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+    assert any(r.get("ExpirationInDays") == {"Ref": "ImageRetentionDays"} for r in rules)
+    assert any("AbortIncompleteMultipartUpload" in r for r in rules)

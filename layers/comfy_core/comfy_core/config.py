@@ -56,19 +56,18 @@ class Settings:
     event_bus_name: str = "default"
     # Presigned GET lifetime; S3 refuses more than 7 days (SigV4).
     presign_expiry: int = 3600
+    # The archiver, asked asynchronously to copy a prompt as soon as the API sees it finished.
+    archiver_function_name: str = ""
 
     @classmethod
     def from_env(cls) -> "Settings":
         base = os.environ.get("COMFYUI_BASE_URL", "http://127.0.0.1:8188").strip().rstrip("/")
         public = os.environ.get("COMFYUI_PUBLIC_URL", "").strip().rstrip("/") or base
-        prefix = os.environ.get("WORKFLOW_PREFIX", "workflows/").strip().lstrip("/")
-        if prefix and not prefix.endswith("/"):
-            prefix += "/"
         return cls(
             comfyui_base_url=base,
             comfyui_public_url=public,
             workflow_bucket=os.environ.get("WORKFLOW_BUCKET", "").strip(),
-            workflow_prefix=prefix,
+            workflow_prefix=_prefix("WORKFLOW_PREFIX", "workflows/"),
             connect_timeout=_float("COMFYUI_CONNECT_TIMEOUT", 3.05),
             read_timeout=_float("COMFYUI_READ_TIMEOUT", 20.0),
             get_retries=_int("COMFYUI_GET_RETRIES", 2),
@@ -81,6 +80,7 @@ class Settings:
             archive_max_items=max(1, _int("ARCHIVE_MAX_ITEMS", 200)),
             event_bus_name=os.environ.get("EVENT_BUS_NAME", "").strip() or "default",
             presign_expiry=min(max(_int("PRESIGN_EXPIRY_SECONDS", 3600), 60), 604_800),
+            archiver_function_name=os.environ.get("ARCHIVER_FUNCTION_NAME", "").strip(),
         )
 
 

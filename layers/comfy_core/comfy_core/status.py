@@ -70,7 +70,7 @@ def execution_time(entry: dict[str, Any]) -> float | None:
     return round((end - start) / 1000.0, 3)
 
 
-def _failure(entry: dict[str, Any]) -> dict[str, Any]:
+def failure_details(entry: dict[str, Any]) -> dict[str, Any]:
     for event, data in reversed(_messages(entry)):
         if event == "execution_error":
             return {
@@ -107,7 +107,7 @@ def finished_status(client: ComfyUIClient, prompt_id: str, entry: dict[str, Any]
         "node_errors": {},
     }
     if status.get("status_str") == "error":
-        failure = _failure(entry)
+        failure = failure_details(entry)
         message = (
             "Task was interrupted"
             if failure["type"] == "interrupted"
@@ -157,11 +157,8 @@ def _locate(client: ComfyUIClient, prompt_id: str) -> tuple[str, int | None]:
 
 
 # -- use cases -------------------------------------------------------------------------
-def task_status(client: ComfyUIClient, prompt_id: str) -> dict[str, Any]:
-    """A finished prompt costs one ComfyUI request (history); otherwise a second (queue)."""
-    entry = client.history_entry(prompt_id)
-    if entry is not None:
-        return finished_status(client, prompt_id, entry)
+def queue_status(client: ComfyUIClient, prompt_id: str) -> dict[str, Any]:
+    """pending, running or not_found, for a prompt ComfyUI's history does not hold."""
     where, position = _locate(client, prompt_id)
     if where == "running":
         return {
@@ -178,6 +175,14 @@ def task_status(client: ComfyUIClient, prompt_id: str) -> dict[str, Any]:
             "queue_position": position,
         }
     return {"status": "not_found", "message": "Task not found", "prompt_id": prompt_id}
+
+
+def task_status(client: ComfyUIClient, prompt_id: str) -> dict[str, Any]:
+    """A finished prompt costs one ComfyUI request (history); otherwise a second (queue)."""
+    entry = client.history_entry(prompt_id)
+    if entry is not None:
+        return finished_status(client, prompt_id, entry)
+    return queue_status(client, prompt_id)
 
 
 def images(client: ComfyUIClient, prompt_id: str) -> dict[str, Any]:

@@ -1,0 +1,166 @@
+"""Answers that join what ComfyUI still knows with the image archive in S3.
+
+ComfyUI forgets its history on restart and wipes temp images; the archiver keeps a manifest
+per prompt. task_status, image and history answer from ComfyUI when it has the prompt and
+from the manifest when it does not, so a finished prompt stays finished.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import archive, status
+from .client import ComfyUIClient
+from .config import Settings
+from .errors import NotFoundError, StorageError
+from .invoke import invoke_async
+from .observability import logger
+
+
+class ImageArchive:
+    """The API's view of the archive: manifests, download links, archive-now requests."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def manifest(self, prompt_id: str, *, required: bool = False) -> dict[str, Any] | None:
+        """The prompt's manifest or None. With required=False an S3 failure degrades to
+        None (the answer from ComfyUI is still right, just without archive links)."""
+        if not self.settings.image_bucket:
+            return None
+        try:
+            return archive.load_manifest(prompt_id, settings=self.settings)
+        except StorageError:
+            if required:
+                raise
+            logger.warning("Archive unreadable; answering without it", exc_info=True)
+            return None
+
+    def download_url(self, key: str) -> str:
+        return archive.presigned_url(key, settings=self.settings)
+
+    def request(self, prompt_id: str) -> None:
+        """Ask the archiver to copy this prompt now instead of at its next tick."""
+        if self.settings.archiver_function_name:
+            invoke_async(self.settings.archiver_function_name, {"prompt_id": prompt_id})
+
+
+def _file_key(item: dict[str, Any]) -> tuple[str, str, str, str]:
+    return (str(item.get("node_id")), str(item.get("filename")), str(item.get("subfolder") or ""),
+            str(item.get("type")))
+
+
+def with_archive(images: list[dict[str, Any]], manifest: dict[str, Any] | None,
+                 store: ImageArchive) -> list[dict[str, Any]]:
+    """Add `archived`, `s3_key` and `download_url` to each image (url stays ComfyUI's)."""
+    records = {_file_key(r): r for r in (manifest or {}).get("files", []) if isinstance(r, dict)}
+    for image in images:
+        record = records.get(_file_key(image)) or {}
+        key = record.get("s3_key") if record.get("archived") else None
+        image["archived"] = bool(key)
+        image["s3_key"] = key
+        image["download_url"] = store.download_url(key) if key else None
+        if record.get("lost"):
+            image["lost"] = True
+    return images
+
+
+def _images_from_manifest(client: ComfyUIClient, manifest: dict[str, Any],
+                          store: ImageArchive) -> list[dict[str, Any]]:
+    images = []
+    for record in manifest.get("files", []):
+        if not isinstance(record, dict):
+            continue
+        image = {
+            "filename": record.get("filename"),
+            "subfolder": record.get("subfolder") or "",
+            "type": record.get("type"),
+            "node_id": record.get("node_id"),
+        }
+        image["url"] = client.view_url(image)
+        images.append(image)
+    return with_archive(images, manifest, store)
+
+
+def _status_from_manifest(client: ComfyUIClient, prompt_id: str, manifest: dict[str, Any],
+                          store: ImageArchive) -> dict[str, Any]:
+    base = {
+        "prompt_id": prompt_id,
+        "images": _images_from_manifest(client, manifest, store),
+        "execution_time": manifest.get("execution_time"),
+        "node_errors": {},
+        "source": "archive",
+    }
+    if manifest.get("status") == "error":
+        failure = manifest.get("failure") or {}
+        return {"status": "error", "message": "Task failed (answered from the archive)",
+                "error": failure, **base}
+    return {"status": "completed", "message": "Image generation completed (answered from the archive)",
+            **base}
+
+
+def _finished_with_archive(client: ComfyUIClient, prompt_id: str, entry: dict[str, Any],
+                           store: ImageArchive) -> dict[str, Any]:
+    answer = status.finished_status(client, prompt_id, entry)
+    if answer["images"]:
+        manifest = store.manifest(prompt_id)
+        with_archive(answer["images"], manifest, store)
+        if manifest is None:
+            store.request(prompt_id)
+    return answer
+
+
+def task_status(client: ComfyUIClient, store: ImageArchive, prompt_id: str) -> dict[str, Any]:
+    entry = client.history_entry(prompt_id)
+    if entry is not None:
+        return _finished_with_archive(client, prompt_id, entry, store)
+    answer = status.queue_status(client, prompt_id)
+    if answer["status"] != "not_found":
+        return answer
+    manifest = store.manifest(prompt_id, required=True)
+    return _status_from_manifest(client, prompt_id, manifest, store) if manifest else answer
+
+
+def images(client: ComfyUIClient, store: ImageArchive, prompt_id: str) -> dict[str, Any]:
+    entry = client.history_entry(prompt_id)
+    if entry is not None:
+        found = _finished_with_archive(client, prompt_id, entry, store)["images"]
+    else:
+        manifest = store.manifest(prompt_id, required=True)
+        found = _images_from_manifest(client, manifest, store) if manifest else []
+    if not found:
+        raise NotFoundError(f"No images found for prompt {prompt_id}")
+    return {"status": "success", "prompt_id": prompt_id, "images": found}
+
+
+def history_entry(client: ComfyUIClient, store: ImageArchive, prompt_id: str) -> dict[str, Any]:
+    entry = client.history_entry(prompt_id)
+    if entry is not None:
+        return {prompt_id: entry}
+    manifest = store.manifest(prompt_id, required=True)
+    if manifest is None:
+        raise NotFoundError(f"No history for prompt {prompt_id}")
+    # ComfyUI forgot it (restart or eviction): the archived record, in history's shape.
+    return {prompt_id: {
+        "outputs": manifest.get("outputs") or {},
+        "status": {"status_str": manifest.get("status"), "completed": manifest.get("completed"),
+                   "messages": []},
+        "archive": manifest,
+    }}
+
+
+_archive: ImageArchive | None = None
+
+
+def get_archive() -> ImageArchive:
+    global _archive
+    if _archive is None:
+        from .config import get_settings
+
+        _archive = ImageArchive(get_settings())
+    return _archive
+
+
+def reset_archive() -> None:
+    global _archive
+    _archive = None
