@@ -150,12 +150,19 @@ class ComfyUIClient:
         return entry if isinstance(entry, dict) else None
 
     def submit_prompt(
-        self, workflow: dict[str, Any], client_id: str, prompt_id: str | None = None
+        self,
+        workflow: dict[str, Any],
+        client_id: str,
+        prompt_id: str | None = None,
+        extra_data: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """POST /prompt once (never retried). Our own UUID is sent as prompt_id so the
-        id is known even if the answer is lost."""
+        id is known even if the answer is lost. `extra_data` is kept by ComfyUI in the
+        history entry (item[3]), which is how later sweeps learn a prompt's job."""
         prompt_id = prompt_id or str(uuid.uuid4())
-        body = {"prompt": workflow, "client_id": client_id, "prompt_id": prompt_id}
+        body: dict[str, Any] = {"prompt": workflow, "client_id": client_id, "prompt_id": prompt_id}
+        if extra_data:
+            body["extra_data"] = extra_data
         response = self._request(
             "POST",
             "/prompt",
