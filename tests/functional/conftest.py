@@ -14,8 +14,6 @@ import pytest
 from moto import mock_aws
 
 from comfy_core import client as client_module
-from comfy_core.client import ComfyUIClient
-from comfy_core.config import get_settings
 from tests.support.fake_comfy import FakeComfySession
 from tests.support.lambda_context import FakeLambdaContext
 
@@ -42,7 +40,8 @@ def s3(monkeypatch):
 def comfy(monkeypatch) -> FakeComfySession:
     """The ComfyUI the handlers talk to; tests set `comfy.routes`."""
     session = FakeComfySession()
-    monkeypatch.setattr(client_module, "_client", ComfyUIClient(get_settings(), session=session))
+    # The client itself is built on first use, from the settings in force then.
+    monkeypatch.setattr(client_module, "_new_session", lambda settings: session)
     return session
 
 

@@ -149,3 +149,31 @@ def test_changed_workflow_is_downloaded_again(s3, comfy):
     comfy.calls.clear()
     run("empty_save", {})
     assert submitted(comfy)["prompt"]["1"]["inputs"]["width"] == 8
+
+
+def test_full_queue_answers_429_with_retry_after_and_submits_nothing(s3, comfy, monkeypatch):
+    from comfy_core.config import get_settings
+
+    monkeypatch.setenv("MAX_QUEUE_DEPTH", "2")
+    get_settings.cache_clear()
+    comfy.routes[("GET", "/prompt")] = (200, recording("prompt_get_busy"))
+    comfy.routes[("POST", "/prompt")] = PROMPT_OK
+    busy = recording("prompt_get_busy")["exec_info"]["queue_remaining"]
+    module = __import__("functions.run_workflow.app", fromlist=["lambda_handler"])
+    from tests.support.lambda_context import FakeLambdaContext
+
+    comfy.routes[("GET", "/prompt")] = (200, {"exec_info": {"queue_remaining": 2}})
+    response = module.lambda_handler(event("run_workflow"), FakeLambdaContext())
+    assert response["statusCode"] == 429 and response["headers"]["Retry-After"] == "10"
+    assert json.loads(response["body"])["status_code"] == 429
+    assert comfy.paths("POST") == []
+    comfy.routes[("GET", "/prompt")] = (200, {"exec_info": {"queue_remaining": 1}})
+    assert run("text_label", {"prompt": "x"})[0] == 200
+    assert comfy.paths()[-2:] == ["/prompt", "/prompt"]  # GET /prompt, then POST /prompt
+    assert isinstance(busy, int)
+
+
+def test_no_queue_check_by_default(s3, comfy):
+    comfy.routes[("POST", "/prompt")] = PROMPT_OK
+    assert run("text_label", {"prompt": "x"})[0] == 200
+    assert [c["method"] for c in comfy.calls] == ["POST"]

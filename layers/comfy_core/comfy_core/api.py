@@ -91,7 +91,8 @@ def error_response(exc: Exception) -> dict[str, Any]:
             logger.exception("Server-side failure")
         else:
             logger.info("Request refused", extra={"error": exc.message, "status_code": status})
-        return json_response(status, {"error": exc.message, "status_code": status, **exc.extra})
+        body = {"error": exc.message, "status_code": status, **exc.extra}
+        return json_response(status, body, exc.headers)
     logger.exception("Unhandled exception")
     return json_response(500, {"error": "Internal server error", "status_code": 500})
 

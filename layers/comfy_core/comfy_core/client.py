@@ -85,9 +85,19 @@ class ComfyUIClient:
         self.request_count = 0  # round trips made; tests and bench assert on it
 
     # -- plumbing -------------------------------------------------------------------
+    def _auth_headers(self) -> dict[str, str]:
+        if not self.settings.comfyui_auth_parameter:
+            return {}
+        from .secrets import ssm_secret
+
+        return {self.settings.comfyui_auth_header: ssm_secret(self.settings.comfyui_auth_parameter)}
+
     def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         url = f"{self.base_url}{path}"
         self.request_count += 1
+        auth = self._auth_headers()
+        if auth:
+            kwargs["headers"] = {**(kwargs.get("headers") or {}), **auth}
         try:
             return self.session.request(
                 method,
@@ -131,6 +141,14 @@ class ComfyUIClient:
         self._expect_ok(response)
 
     # -- endpoints ------------------------------------------------------------------
+    def queue_remaining(self) -> int:
+        """Prompts ComfyUI holds (running + pending), from the small GET /prompt answer."""
+        data = self.get_json("/prompt")
+        try:
+            return int(data["exec_info"]["queue_remaining"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ComfyUIBadResponseError("ComfyUI queue status has an unexpected shape") from exc
+
     def system_stats(self) -> dict[str, Any]:
         return self.get_json("/system_stats")
 

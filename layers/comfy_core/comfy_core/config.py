@@ -58,6 +58,13 @@ class Settings:
     presign_expiry: int = 3600
     # The archiver, asked asynchronously to copy a prompt as soon as the API sees it finished.
     archiver_function_name: str = ""
+    # A ComfyUI behind an authenticating reverse proxy: the header to send, and the SSM
+    # SecureString holding its value (the value itself never sits in the environment).
+    comfyui_auth_header: str = "Authorization"
+    comfyui_auth_parameter: str = ""
+    # Backpressure: refuse new prompts (429) while ComfyUI holds this many; 0 = no limit
+    # (the check costs one GET /prompt per submission).
+    max_queue_depth: int = 0
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -81,6 +88,9 @@ class Settings:
             event_bus_name=os.environ.get("EVENT_BUS_NAME", "").strip() or "default",
             presign_expiry=min(max(_int("PRESIGN_EXPIRY_SECONDS", 3600), 60), 604_800),
             archiver_function_name=os.environ.get("ARCHIVER_FUNCTION_NAME", "").strip(),
+            comfyui_auth_header=os.environ.get("COMFYUI_AUTH_HEADER", "").strip() or "Authorization",
+            comfyui_auth_parameter=os.environ.get("COMFYUI_AUTH_PARAMETER", "").strip(),
+            max_queue_depth=max(0, _int("MAX_QUEUE_DEPTH", 0)),
         )
 
 

@@ -13,6 +13,11 @@ class ComfyCoreError(Exception):
 
     status_code = 500
 
+    @property
+    def headers(self) -> dict[str, str]:
+        """Extra HTTP headers the answer needs (Retry-After...)."""
+        return {}
+
     def __init__(self, message: str, *, extra: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.message = message
@@ -25,6 +30,17 @@ class BadRequestError(ComfyCoreError):
 
 class NotFoundError(ComfyCoreError):
     status_code = 404
+
+
+class QueueFullError(ComfyCoreError):
+    """ComfyUI already holds MAX_QUEUE_DEPTH prompts: come back later (Retry-After)."""
+
+    status_code = 429
+    retry_after_seconds = 10
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_seconds)}
 
 
 class WorkflowFormatError(ComfyCoreError):

@@ -8,13 +8,19 @@ from typing import Any
 
 from . import patcher, validation
 from .client import ComfyUIClient
-from .errors import BadRequestError
+from .errors import BadRequestError, QueueFullError
 from .observability import logger
 from .workflows import WorkflowStore
 
 
 # Key under ComfyUI's extra_data where a prompt's origin (workflow, job) is recorded.
 EXTRA_DATA_KEY = "comfy_serverless"
+
+
+def _check_queue_depth(client: ComfyUIClient) -> None:
+    limit = client.settings.max_queue_depth
+    if limit and client.queue_remaining() >= limit:
+        raise QueueFullError(f"ComfyUI already has {limit} or more prompts queued; retry later")
 
 
 def run_workflow(
@@ -33,6 +39,7 @@ def run_workflow(
     if client_id is not None and (not isinstance(client_id, str) or not 0 < len(client_id) <= 128):
         raise BadRequestError("'client_id' must be a string of 1-128 characters")
     workflow = patcher.apply_request(store.load(name), body)
+    _check_queue_depth(client)
     client_id = client_id or f"comfy-serverless-{uuid.uuid4().hex[:12]}"
     prompt_id = str(uuid.uuid4())
     extra_data = {EXTRA_DATA_KEY: {"workflow": name, **(job or {})}}
