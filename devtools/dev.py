@@ -1,0 +1,342 @@
+"""Run the whole API locally without Docker: ``python -m devtools.dev`` (``make dev``).
+
+Starts, in one process: a moto server, a ComfyUI stand-in (unless
+``COMFYUI_BASE_URL`` points at a real ComfyUI), the local API Gateway that calls
+the real handlers from ``template.yaml``, the Lambda Invoke API for functions
+that invoke each other, and the template's schedules. Handlers reach them
+through ``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_LAMBDA``, so their code is the
+one that runs in Lambda.
+
+Environment: PORT (API, default 3000), MOTO_PORT (default: a free port),
+COMFYUI_BASE_URL, STANDIN_DELAY (stand-in seconds per prompt, default 1.0),
+ARCHIVE_EVERY (seconds between scheduled runs, default: the template's rate;
+0 turns schedules off), LOCAL_API_KEY (enforce x-api-key where required).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import threading
+import time
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import boto3
+from botocore.exceptions import ClientError
+
+from devtools.local_api import LocalApi, LocalLambda
+from devtools.template import REGION, Schedule, Template, load_yaml, rate_seconds
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_TEMPLATE = REPO_ROOT / "template.yaml"
+WORKFLOWS_DIR = REPO_ROOT / "workflows"
+COMFYUI_PARAMETER = "ComfyUIBaseUrl"
+DEFAULT_SCHEDULE_SECONDS = 60.0  # for cron expressions, which are not replayed exactly
+
+
+def aws_environment(endpoint: str) -> dict[str, str]:
+    """Variables the handlers need to talk to moto instead of AWS."""
+    return {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+    }
+
+
+class Scheduler:
+    """Fires the template's schedules as async invocations, like EventBridge would."""
+
+    def __init__(self, lambda_api: LocalLambda, schedules: list[tuple[Schedule, float]]) -> None:
+        self.lambda_api = lambda_api
+        self.schedules = schedules  # (schedule, seconds between runs)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="local-scheduler", daemon=True)
+
+    def start(self) -> "Scheduler":
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        # A new rate schedule first fires one period after it is created.
+        due = [time.monotonic() + every for _, every in self.schedules]
+        while not self._stop.wait(max(0.0, min(due) - time.monotonic())):
+            now = time.monotonic()
+            for index, (schedule, every) in enumerate(self.schedules):
+                if due[index] <= now:
+                    self.lambda_api.invoke_async(schedule.function_id, schedule.payload)
+                    due[index] = now + every
+
+
+class LocalStack:
+    """moto + ComfyUI (stand-in or given) + LocalApi + LocalLambda + schedules, as one."""
+
+    def __init__(
+        self,
+        port: int = 0,
+        comfyui_base_url: str | None = None,
+        standin_delay: float = 0.2,
+        *,
+        template_path: str | Path = DEFAULT_TEMPLATE,
+        workflows_dir: str | Path = WORKFLOWS_DIR,
+        moto_port: int = 0,
+        host: str = "127.0.0.1",
+        schedule_every: float | None = None,
+    ) -> None:
+        self.port = port
+        self.comfyui_base_url = comfyui_base_url
+        self.standin_delay = standin_delay
+        self.template_path = Path(template_path)
+        self.workflows_dir = Path(workflows_dir)
+        self.moto_port = moto_port
+        self.host = host
+        # None: each schedule's own rate; 0: no scheduled runs; else seconds for all.
+        self.schedule_every = schedule_every
+
+        self.standin: Any = None  # ComfyUIStandIn when we started one
+        self.api: LocalApi | None = None
+        self.lambda_api: LocalLambda | None = None
+        self.scheduler: Scheduler | None = None
+        self.s3_endpoint = ""
+        self.buckets: dict[str, str] = {}  # logical id -> local bucket name
+        self.workflow_keys: list[str] = []
+        self._moto: Any = None
+        self._tmp_dir: str | None = None
+        self._saved_env: dict[str, str | None] = {}
+
+    @property
+    def api_url(self) -> str:
+        assert self.api is not None, "start() first"
+        return self.api.url
+
+    # -- lifecycle -----------------------------------------------------------
+
+    def start(self) -> "LocalStack":
+        try:
+            self._start_moto()
+            comfyui_url = self.comfyui_base_url or self._start_standin()
+            template = Template.load(self.template_path, self._parameters(comfyui_url))
+            self._create_buckets(template)
+            self._upload_workflows(template)
+            self.api = LocalApi(
+                self.template_path,
+                host=self.host,
+                port=self.port,
+                parameter_overrides=template.parameters,
+            )
+            # Function-to-function calls (lambda.invoke) reach the same handlers.
+            self.lambda_api = LocalLambda(self.api.invoker, host=self.host).start()
+            self._set_environment({"AWS_ENDPOINT_URL_LAMBDA": self.lambda_api.url})
+            self._start_schedules(template)
+            self.api.start()
+        except BaseException:
+            self.stop()  # never leave half a stack running
+            raise
+        return self
+
+    def stop(self) -> None:
+        """Stop in reverse order; safe to call twice or after a failed start."""
+        if self.api is not None:
+            self.api.stop()  # harmless when it never started
+            self.api = None
+        if self.scheduler is not None:
+            self.scheduler.stop()
+            self.scheduler = None
+        if self.lambda_api is not None:
+            self.lambda_api.stop()
+            self.lambda_api = None
+        if self.standin is not None:
+            self.standin.stop()
+            self.standin = None
+        if self._tmp_dir is not None:
+            shutil.rmtree(self._tmp_dir, ignore_errors=True)
+            self._tmp_dir = None
+        if self._moto is not None:
+            self._moto.stop()
+            self._moto = None
+        self._restore_environment()
+
+    def __enter__(self) -> "LocalStack":
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # -- pieces --------------------------------------------------------------
+
+    def _start_moto(self) -> None:
+        from moto.server import ThreadedMotoServer
+
+        self._moto = ThreadedMotoServer(ip_address=self.host, port=self.moto_port, verbose=False)
+        self._moto.start()
+        host, port = self._moto.get_host_and_port()
+        self.s3_endpoint = f"http://{host}:{port}"
+        # Process-wide on purpose: the handlers run in this process and build
+        # their boto3 clients from these variables (boto3 >= 1.28 reads AWS_ENDPOINT_URL).
+        self._set_environment(aws_environment(self.s3_endpoint))
+
+    def _start_schedules(self, template: Template) -> None:
+        if self.schedule_every == 0 or self.lambda_api is None:
+            return
+        timed = [
+            (schedule, self.schedule_every or rate_seconds(schedule.expression) or DEFAULT_SCHEDULE_SECONDS)
+            for schedule in template.schedules()
+        ]
+        if timed:
+            self.scheduler = Scheduler(self.lambda_api, timed).start()
+
+    def _start_standin(self) -> str:
+        # Imported here so a run against a real ComfyUI does not need it.
+        from devtools.comfyui_standin import ComfyUIStandIn
+
+        self._tmp_dir = tempfile.mkdtemp(prefix="comfy-standin-")
+        self.standin = ComfyUIStandIn(
+            root_dir=self._tmp_dir, host=self.host, delay=self.standin_delay
+        ).start()
+        return str(self.standin.base_url)
+
+    def _parameters(self, comfyui_url: str) -> dict[str, str]:
+        declared = self._declared_parameters()
+        if COMFYUI_PARAMETER not in declared:
+            logging.getLogger("dev").warning(
+                "template has no %s parameter; handlers may not find ComfyUI", COMFYUI_PARAMETER
+            )
+            return {}
+        return {COMFYUI_PARAMETER: comfyui_url}
+
+    def _declared_parameters(self) -> set[str]:
+        return set((load_yaml(self.template_path).get("Parameters") or {}).keys())
+
+    def _s3(self) -> Any:
+        return boto3.client("s3", endpoint_url=self.s3_endpoint, region_name=REGION)
+
+    def _create_buckets(self, template: Template) -> None:
+        s3 = self._s3()
+        for bucket in template.buckets():
+            try:
+                s3.create_bucket(Bucket=bucket.name)
+            except ClientError as error:
+                # moto keeps state per process: a second stack finds them already there.
+                if error.response["Error"]["Code"] not in (
+                    "BucketAlreadyOwnedByYou", "BucketAlreadyExists"
+                ):
+                    raise
+            self.buckets[bucket.logical_id] = bucket.name
+
+    def _upload_workflows(self, template: Template) -> None:
+        bucket, prefix = workflow_location(template)
+        if bucket is None:
+            logging.getLogger("dev").warning("no function has WORKFLOW_BUCKET; workflows not uploaded")
+            return
+        s3 = self._s3()
+        for path in sorted(self.workflows_dir.glob("*.json")):
+            key = f"{prefix}{path.name}"
+            s3.upload_file(str(path), bucket, key, ExtraArgs={"ContentType": "application/json"})
+            self.workflow_keys.append(key)
+
+    # -- environment -----------------------------------------------------------
+
+    def _set_environment(self, values: dict[str, str]) -> None:
+        for name, value in values.items():
+            self._saved_env.setdefault(name, os.environ.get(name))
+            os.environ[name] = value
+
+    def _restore_environment(self) -> None:
+        for name, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        self._saved_env = {}
+
+
+def workflow_location(template: Template) -> tuple[str | None, str]:
+    """(bucket, prefix) the functions read workflows from, per their environment."""
+    for function in template.functions():
+        bucket = function.environment.get("WORKFLOW_BUCKET")
+        if bucket:
+            return bucket, function.environment.get("WORKFLOW_PREFIX", "workflows/")
+    return None, "workflows/"
+
+
+def banner(stack: LocalStack) -> str:
+    comfyui = (
+        f"stand-in at {stack.standin.base_url} (delay {stack.standin_delay}s)"
+        if stack.standin is not None
+        else f"{stack.comfyui_base_url} (COMFYUI_BASE_URL)"
+    )
+    buckets = ", ".join(f"{name} ({lid})" for lid, name in stack.buckets.items()) or "none"
+    api_key = " (x-api-key enforced)" if stack.api and stack.api.api_key else ""
+    schedules = ", ".join(
+        f"{schedule.function_id} every {every:g}s" for schedule, every in stack.scheduler.schedules
+    ) if stack.scheduler else "off"
+    return "\n".join([
+        f"API:       {stack.api_url}{api_key}",
+        f"ComfyUI:   {comfyui}",
+        f"Buckets:   {buckets}",
+        f"Moto:      {stack.s3_endpoint} (AWS_ENDPOINT_URL)",
+        f"Lambda:    {stack.lambda_api.url if stack.lambda_api else '-'} (AWS_ENDPOINT_URL_LAMBDA)",
+        f"Schedules: {schedules}",
+        f"Try:       curl -s {stack.api_url}/api/workflows",
+        "Ctrl-C to stop.",
+    ])
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m devtools.dev", description=__doc__.split("\n")[0])
+    parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "3000")))
+    parser.add_argument("--moto-port", type=int, default=int(os.environ.get("MOTO_PORT", "0")))
+    parser.add_argument("--template", default=str(DEFAULT_TEMPLATE))
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    # Quiet the per-request chatter of moto and botocore; keep the handlers' own logs.
+    for noisy in ("werkzeug", "botocore", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Powertools warns on every read-only invocation (no metric added); pytest filters it too.
+    warnings.filterwarnings("ignore", message="No application metrics to publish")
+    stop = threading.Event()
+    # SIGTERM (docker stop, kill) ends the run like Ctrl-C does.
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with LocalStack(
+            port=args.port,
+            comfyui_base_url=os.environ.get("COMFYUI_BASE_URL") or None,
+            standin_delay=float(os.environ.get("STANDIN_DELAY") or 1.0),
+            template_path=args.template,
+            moto_port=args.moto_port,
+            schedule_every=float(os.environ["ARCHIVE_EVERY"]) if os.environ.get("ARCHIVE_EVERY") else None,
+        ) as stack:
+            print(banner(stack), flush=True)
+            while not stop.wait(0.5):  # a timed wait keeps signal delivery prompt
+                pass
+            print("Stopping...", flush=True)
+    except OSError as error:  # e.g. the port is taken
+        print(f"dev: {error}", file=sys.stderr)
+        return 1
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,597 @@
+"""Serve a SAM template's Api events over HTTP, calling the real handlers in-process.
+
+It plays the part of API Gateway (REST API, Lambda proxy integration) for local
+runs and tests: routes come from ``template.yaml``, each request becomes the
+same v1 proxy event a deployed API sends, and the handler's proxy response
+becomes the HTTP response. No Docker: the handler modules are imported here.
+
+``LocalLambda`` serves the Lambda Invoke API for the same functions, so a
+handler that calls ``lambda.invoke`` (e.g. to start the archiver) reaches them.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib
+import json
+import logging
+import os
+import queue
+import re
+import sys
+import threading
+import time
+import traceback
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Callable, Mapping, Self
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from devtools.template import ACCOUNT_ID, REGION, Function, Route, Template
+
+log = logging.getLogger("local_api")
+
+MISSING_TOKEN = {"message": "Missing Authentication Token"}
+FORBIDDEN = {"message": "Forbidden"}
+INTERNAL_ERROR = {"message": "Internal server error"}
+
+
+# --------------------------------------------------------------------------
+# Route matching (API Gateway semantics)
+# --------------------------------------------------------------------------
+
+
+def _segments(path: str) -> list[str]:
+    # API Gateway ignores a trailing slash and empty segments.
+    return [segment for segment in path.split("/") if segment]
+
+
+def match_path(template_path: str, raw_path: str) -> dict[str, str] | None:
+    """Path parameters if ``raw_path`` fits ``template_path``, else None.
+
+    Literal segments must be equal, ``{name}`` takes exactly one segment and a
+    final ``{name+}`` takes one or more. The raw path is split before decoding
+    so that an encoded ``%2F`` stays inside its parameter.
+    """
+    pattern = _segments(template_path)
+    actual = _segments(raw_path)
+    params: dict[str, str] = {}
+    for index, part in enumerate(pattern):
+        if part.startswith("{") and part.endswith("+}"):
+            rest = actual[index:]
+            if not rest:
+                return None
+            params[part[1:-2]] = unquote("/".join(rest))
+            return params
+        if index >= len(actual):
+            return None
+        if part.startswith("{") and part.endswith("}"):
+            params[part[1:-1]] = unquote(actual[index])
+        elif part != unquote(actual[index]):
+            return None
+    return params if len(actual) == len(pattern) else None
+
+
+def _specificity(route: Route) -> tuple[int, ...]:
+    # Lower sorts first: literal segments beat {param}, which beats {proxy+}.
+    def rank(segment: str) -> int:
+        if segment.endswith("+}"):
+            return 2
+        return 1 if segment.startswith("{") else 0
+
+    return tuple(rank(segment) for segment in _segments(route.path))
+
+
+@dataclass(frozen=True)
+class Match:
+    route: Route | None  # None: the path exists but not for this method
+    path_parameters: dict[str, str]
+
+
+def find_route(routes: list[Route], method: str, raw_path: str) -> Match | None:
+    """The route API Gateway would pick, or None when no resource has this path."""
+    path_matches = []
+    for route in sorted(routes, key=_specificity):
+        params = match_path(route.path, raw_path)
+        if params is not None:
+            path_matches.append((route, params))
+    if not path_matches:
+        return None
+    # API Gateway picks the most specific resource first, then its method
+    # (an exact method beats ANY on that same resource).
+    best_resource = path_matches[0][0].path
+    for wanted in (method.upper(), "ANY"):
+        for route, params in path_matches:
+            if route.path == best_resource and route.method == wanted:
+                return Match(route, params)
+    return Match(None, {})
+
+
+# --------------------------------------------------------------------------
+# Proxy event / response
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class HttpRequest:
+    method: str
+    raw_path: str  # as sent, without the query string
+    query: str
+    headers: list[tuple[str, str]]
+    body: bytes
+    source_ip: str = "127.0.0.1"
+
+
+def _multi(pairs: list[tuple[str, str]]) -> dict[str, list[str]] | None:
+    grouped: dict[str, list[str]] = {}
+    for key, value in pairs:
+        grouped.setdefault(key, []).append(value)
+    return grouped or None  # API Gateway sends null, not {}, when there are none
+
+
+def _last(multi: dict[str, list[str]] | None) -> dict[str, str] | None:
+    return {key: values[-1] for key, values in multi.items()} if multi else None
+
+
+def encode_body(body: bytes) -> tuple[str | None, bool]:
+    """(body, isBase64Encoded): text stays text, non-UTF-8 bytes go base64."""
+    if not body:
+        return None, False
+    try:
+        return body.decode("utf-8"), False
+    except UnicodeDecodeError:
+        return base64.b64encode(body).decode("ascii"), True
+
+
+def build_event(request: HttpRequest, route: Route, path_parameters: Mapping[str, str]) -> dict[str, Any]:
+    """The API Gateway REST (v1) Lambda proxy event for ``request``."""
+    headers = list(request.headers)
+    names = {name.lower() for name, _ in headers}
+    host = next((value for name, value in headers if name.lower() == "host"), "127.0.0.1")
+    # API Gateway adds these before the integration sees the request.
+    for name, value in (
+        ("X-Forwarded-For", request.source_ip),
+        ("X-Forwarded-Proto", "http"),
+        ("X-Forwarded-Port", host.rpartition(":")[2] if ":" in host else "80"),
+    ):
+        if name.lower() not in names:
+            headers.append((name, value))
+
+    multi_headers = _multi(headers)
+    multi_query = _multi(parse_qsl(request.query, keep_blank_values=True))
+    body, is_base64 = encode_body(request.body)
+    path = unquote(request.raw_path)
+    header_map = {name.lower(): value for name, value in headers}
+    now = datetime.now(timezone.utc)
+    return {
+        "resource": route.path,
+        "path": path,
+        "httpMethod": request.method,
+        "headers": _last(multi_headers),
+        "multiValueHeaders": multi_headers,
+        "queryStringParameters": _last(multi_query),
+        "multiValueQueryStringParameters": multi_query,
+        "pathParameters": dict(path_parameters) or None,
+        "stageVariables": None,
+        "requestContext": {
+            "resourceId": "local",
+            "resourcePath": route.path,
+            "httpMethod": request.method,
+            "extendedRequestId": str(uuid.uuid4()),
+            "requestTime": now.strftime("%d/%b/%Y:%H:%M:%S +0000"),
+            "requestTimeEpoch": int(now.timestamp() * 1000),
+            "path": f"/{route.stage}{path}",
+            "accountId": ACCOUNT_ID,
+            "protocol": "HTTP/1.1",
+            "stage": route.stage,
+            "domainName": host,
+            "requestId": str(uuid.uuid4()),
+            "apiId": "local",
+            "identity": {
+                "sourceIp": request.source_ip,
+                "userAgent": header_map.get("user-agent"),
+                "apiKey": header_map.get("x-api-key"),
+                "apiKeyId": "local" if "x-api-key" in header_map else None,
+                "accountId": None,
+                "caller": None,
+                "user": None,
+                "userArn": None,
+                "cognitoIdentityId": None,
+                "cognitoIdentityPoolId": None,
+                "cognitoAuthenticationType": None,
+                "cognitoAuthenticationProvider": None,
+            },
+        },
+        "body": body,
+        "isBase64Encoded": is_base64,
+    }
+
+
+@dataclass
+class HttpResponse:
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+
+def json_response(status: int, payload: Any) -> HttpResponse:
+    return HttpResponse(status, [("Content-Type", "application/json")], json.dumps(payload).encode())
+
+
+def proxy_response(result: Any) -> HttpResponse:
+    """Turn a handler's proxy response into HTTP; malformed ones give 502 like API Gateway."""
+    if not isinstance(result, dict) or "statusCode" not in result:
+        raise ValueError(f"malformed Lambda proxy response: {result!r:.200}")
+    body = result.get("body") or ""
+    if not isinstance(body, str):
+        raise ValueError("malformed Lambda proxy response: body must be a string")
+    raw = base64.b64decode(body) if result.get("isBase64Encoded") else body.encode("utf-8")
+
+    headers: list[tuple[str, str]] = []
+    single = result.get("headers") or {}
+    multi = result.get("multiValueHeaders") or {}
+    for name, value in single.items():
+        if name not in multi:  # multiValueHeaders win for a name present in both
+            headers.append((name, str(value)))
+    for name, values in multi.items():
+        headers.extend((name, str(value)) for value in values)
+    if not any(name.lower() == "content-type" for name, _ in headers):
+        headers.append(("Content-Type", "application/json"))  # API Gateway's default
+    return HttpResponse(int(result["statusCode"]), headers, raw)
+
+
+# --------------------------------------------------------------------------
+# Invoking handlers
+# --------------------------------------------------------------------------
+
+
+class LambdaContext:
+    """The parts of the Lambda context object handlers and Powertools read."""
+
+    def __init__(self, function: Function) -> None:
+        self.function_name = function.name
+        self.function_version = "$LATEST"
+        self.memory_limit_in_mb = function.memory_size
+        self.invoked_function_arn = function.arn
+        self.aws_request_id = str(uuid.uuid4())
+        self.log_group_name = f"/aws/lambda/{function.name}"
+        self.log_stream_name = f"local/{self.aws_request_id}"
+        self._deadline = time.monotonic() + function.timeout
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+
+# Environment variables are process-wide, so only one handler may run at a time
+# in this process, whichever server called it; Lambda gives each container one
+# event at a time anyway.
+_INVOKE_LOCK = threading.Lock()
+
+
+class InvokeBusy(RuntimeError):
+    """Another handler kept the process busy for longer than the caller may wait."""
+
+
+class Invoker:
+    """Imports handlers and calls them one at a time with their own environment."""
+
+    def __init__(self, template: Template, env_overrides: Mapping[str, str] | None = None) -> None:
+        self.template = template
+        self.env_overrides = dict(env_overrides or {})
+        self.functions = {function.logical_id: function for function in template.functions()}
+        self._handlers: dict[str, Callable[[dict, Any], Any]] = {}
+
+    def find(self, name: str) -> Function | None:
+        """The function a Lambda API caller means: logical id, name, or (partial) ARN."""
+        if ":function:" in name:  # arn:aws:lambda:region:acct:function:NAME[:qualifier]
+            name = name.split(":function:", 1)[1].split(":", 1)[0]
+        for function in self.functions.values():
+            if name in (function.name, function.logical_id):
+                return function
+        return None
+
+    def environment(self, function: Function) -> dict[str, str]:
+        return {
+            "AWS_REGION": os.environ.get("AWS_DEFAULT_REGION", REGION),
+            "AWS_LAMBDA_FUNCTION_NAME": function.name,
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(function.memory_size),
+            "AWS_LAMBDA_FUNCTION_TIMEOUT": str(function.timeout),
+            # What `sam local` sets; Powertools Tracer turns itself off on it.
+            "AWS_SAM_LOCAL": "true",
+            **function.environment,
+            **self.env_overrides,
+        }
+
+    def invoke(self, function_id: str, event: Any, wait: float | None = None) -> Any:
+        """Call the handler; ``wait`` bounds the time spent queueing behind another one."""
+        function = self.functions[function_id]
+        if not _INVOKE_LOCK.acquire(timeout=-1 if wait is None else wait):
+            raise InvokeBusy(function_id)
+        try:
+            with _patched_environ(self.environment(function)):
+                handler = self._handler(function)
+                return handler(event, LambdaContext(function))
+        finally:
+            _INVOKE_LOCK.release()
+
+    def _handler(self, function: Function) -> Callable[[dict, Any], Any]:
+        if function.logical_id not in self._handlers:
+            module_name, _, attribute = function.handler.rpartition(".")
+            module = self._import(function, module_name)
+            self._handlers[function.logical_id] = getattr(module, attribute)
+        return self._handlers[function.logical_id]
+
+    def _import(self, function: Function, module_name: str) -> ModuleType:
+        # Layers are on sys.path in Lambda (/opt/python); the template's folder
+        # is the root of the dotted path "functions.<dir>.app".
+        for folder in (*function.layer_dirs, self.template.root):
+            if str(folder) not in sys.path:
+                sys.path.insert(0, str(folder))
+        relative = function.code_uri.relative_to(self.template.root)
+        dotted = ".".join((*relative.parts, module_name))
+        return importlib.import_module(dotted)
+
+
+class _patched_environ:
+    """Set variables for one invocation and put the previous values back after."""
+
+    def __init__(self, values: Mapping[str, str]) -> None:
+        self.values = values
+        self.saved: dict[str, str | None] = {}
+
+    def __enter__(self) -> None:
+        self.saved = {name: os.environ.get(name) for name in self.values}
+        os.environ.update(self.values)
+
+    def __exit__(self, *exc_info: object) -> None:
+        for name, value in self.saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+# --------------------------------------------------------------------------
+# The HTTP server
+# --------------------------------------------------------------------------
+
+
+class _BackgroundServer:
+    """An HTTP server on its own thread; subclasses answer requests in ``handle``."""
+
+    thread_name = "local-server"
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host = host
+        self.port = port
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def handle(self, request: HttpRequest) -> HttpResponse:
+        raise NotImplementedError
+
+    def start(self) -> Self:
+        self._server = _Server((self.host, self.port), _make_handler(self.handle))
+        self.port = self._server.server_address[1]  # the real port when 0 was asked
+        # A short poll interval keeps stop() (and so test teardown) quick.
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), name=self.thread_name, daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+class LocalApi(_BackgroundServer):
+    """API Gateway stand-in for a SAM template, served from a background thread."""
+
+    thread_name = "local-api"
+
+    def __init__(
+        self,
+        template_path: str | Path,
+        env_overrides: Mapping[str, str] | None = None,
+        host: str = "127.0.0.1",
+        port: int = 3000,
+        *,
+        parameter_overrides: Mapping[str, Any] | None = None,
+        api_key: str | None = None,
+    ) -> None:
+        super().__init__(host, port)
+        self.template = Template.load(template_path, parameter_overrides)
+        self.routes = self.template.routes()
+        self.invoker = Invoker(self.template, env_overrides)
+        # Enforcing API keys is opt-in locally: most local calls carry none.
+        self.api_key = api_key if api_key is not None else os.environ.get("LOCAL_API_KEY") or None
+
+    def handle(self, request: HttpRequest) -> HttpResponse:
+        """One request end to end; separate from the socket code so tests can call it."""
+        match = find_route(self.routes, request.method, request.raw_path)
+        if match is None or match.route is None:
+            # REST APIs answer an unknown path, or a known path with a method
+            # it does not have, with this 403 (not 404/405).
+            return json_response(HTTPStatus.FORBIDDEN, MISSING_TOKEN)
+        route = match.route
+        if route.api_key_required and self.api_key is not None:
+            sent = {name.lower(): value for name, value in request.headers}.get("x-api-key")
+            if sent != self.api_key:
+                return json_response(HTTPStatus.FORBIDDEN, FORBIDDEN)
+
+        event = build_event(request, route, match.path_parameters)
+        started = time.monotonic()
+        try:
+            response = proxy_response(self.invoker.invoke(route.function_id, event))
+        except Exception:  # noqa: BLE001 - any handler failure is a 502 at the gateway
+            log.error("%s failed:\n%s", route.function_id, traceback.format_exc())
+            response = json_response(HTTPStatus.BAD_GATEWAY, INTERNAL_ERROR)
+        log.info(
+            "%s %s -> %s %s (%.0f ms)", request.method, request.raw_path,
+            route.function_id, response.status, (time.monotonic() - started) * 1000,
+        )
+        return response
+
+
+# --------------------------------------------------------------------------
+# The Lambda Invoke API (what boto3's lambda.invoke calls)
+# --------------------------------------------------------------------------
+
+_INVOKE_PATH = re.compile(r"^/2015-03-31/functions/(?P<name>[^/]+)/invocations/?$")
+
+
+def lambda_error(status: int, error_type: str, message: str) -> HttpResponse:
+    # botocore reads the error code from this header (rest-json protocol).
+    body = json.dumps({"Type": "User", "message": message}).encode()
+    return HttpResponse(
+        status, [("Content-Type", "application/json"), ("x-amzn-ErrorType", error_type)], body
+    )
+
+
+class LocalLambda(_BackgroundServer):
+    """Lets handlers invoke the template's other functions through the real Lambda API.
+
+    Point boto3 at it with AWS_ENDPOINT_URL_LAMBDA. ``Event`` invocations are
+    queued and run one after another on a worker thread, as an async invoke
+    returns before the function runs; ``RequestResponse`` runs right away.
+    """
+
+    thread_name = "local-lambda"
+
+    def __init__(self, invoker: Invoker, host: str = "127.0.0.1", port: int = 0) -> None:
+        super().__init__(host, port)
+        self.invoker = invoker
+        self._queue: queue.Queue[tuple[str, Any] | None] = queue.Queue()
+        self._worker: threading.Thread | None = None
+
+    def start(self) -> Self:
+        self._worker = threading.Thread(target=self._run_queued, name="local-lambda-async", daemon=True)
+        self._worker.start()
+        return super().start()
+
+    def stop(self) -> None:
+        super().stop()
+        if self._worker is not None:
+            # Invocations still waiting are dropped; the running one finishes first.
+            while not self._queue.empty():
+                self._queue.get_nowait()
+            self._queue.put(None)
+            self._worker.join()
+            self._worker = None
+
+    def invoke_async(self, function_id: str, payload: Any) -> None:
+        self._queue.put((function_id, payload))
+
+    def _run_queued(self) -> None:
+        while (job := self._queue.get()) is not None:
+            function_id, payload = job
+            try:
+                result = self.invoker.invoke(function_id, payload)
+                log.info("async %s -> %.200s", function_id, json.dumps(result, default=str))
+            except Exception:  # noqa: BLE001 - an async failure only gets logged, as in Lambda
+                log.error("async %s failed:\n%s", function_id, traceback.format_exc())
+
+    def handle(self, request: HttpRequest) -> HttpResponse:
+        match = _INVOKE_PATH.match(request.raw_path)
+        if request.method != "POST" or match is None:
+            return lambda_error(HTTPStatus.NOT_FOUND, "UnknownOperationException", "Unknown operation")
+        name = unquote(match.group("name"))
+        function = self.invoker.find(name)
+        if function is None:
+            return lambda_error(
+                HTTPStatus.NOT_FOUND, "ResourceNotFoundException", f"Function not found: {name}"
+            )
+        try:
+            payload = json.loads(request.body or b"{}")
+        except ValueError:
+            return lambda_error(
+                HTTPStatus.BAD_REQUEST,
+                "InvalidRequestContentException",
+                "Could not parse request body into json",
+            )
+
+        invocation_type = {k.lower(): v for k, v in request.headers}.get("x-amz-invocation-type")
+        if invocation_type == "DryRun":
+            return HttpResponse(HTTPStatus.NO_CONTENT, [], b"")
+        if invocation_type == "Event":
+            self.invoke_async(function.logical_id, payload)
+            return HttpResponse(HTTPStatus.ACCEPTED, [], b"")
+        return self._invoke_now(function, payload)
+
+    def _invoke_now(self, function: Function, payload: Any) -> HttpResponse:
+        headers = [("Content-Type", "application/json"), ("X-Amz-Executed-Version", "$LATEST")]
+        try:
+            # Bounded: a handler that invokes synchronously would otherwise wait on itself.
+            result = self.invoker.invoke(function.logical_id, payload, wait=function.timeout)
+        except InvokeBusy:
+            return lambda_error(HTTPStatus.TOO_MANY_REQUESTS, "TooManyRequestsException", "Rate Exceeded.")
+        except Exception as error:  # noqa: BLE001 - reported to the caller like Lambda does
+            body = {
+                "errorMessage": str(error),
+                "errorType": type(error).__name__,
+                "stackTrace": traceback.format_tb(error.__traceback__),
+            }
+            headers.append(("X-Amz-Function-Error", "Unhandled"))
+            return HttpResponse(HTTPStatus.OK, headers, json.dumps(body).encode())
+        return HttpResponse(HTTPStatus.OK, headers, json.dumps(result, default=str).encode())
+
+
+class _Server(ThreadingHTTPServer):
+    # Lets `make dev` restart on the same port right after a stop.
+    allow_reuse_address = True
+    daemon_threads = True
+
+
+def _make_handler(handle: Callable[[HttpRequest], HttpResponse]) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        server_version = "comfy-local"
+
+        def _serve(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            url = urlsplit(self.path)
+            request = HttpRequest(
+                method=self.command,
+                raw_path=url.path or "/",
+                query=url.query,
+                headers=list(self.headers.items()),
+                body=self.rfile.read(length) if length else b"",
+                source_ip=self.client_address[0],
+            )
+            response = handle(request)
+            self.send_response(response.status)
+            for name, value in response.headers:
+                if name.lower() not in ("content-length", "connection", "transfer-encoding"):
+                    self.send_header(name, value)
+            self.send_header("Content-Length", str(len(response.body)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(response.body)
+
+        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_HEAD = _serve
+
+        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            log.debug("%s %s", self.address_string(), format % args)
+
+    return Handler
