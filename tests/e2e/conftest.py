@@ -25,12 +25,9 @@ def local_stack() -> Iterator[LocalStack]:
 
 
 def _cold_start() -> None:
-    from comfy_core import client, config, storage, workflows
+    from comfy_core import reset_container_state
 
-    config.get_settings.cache_clear()
-    client.reset_client()
-    workflows.reset_store()
-    storage.s3_client.cache_clear()
+    reset_container_state()
 
 
 @pytest.fixture
