@@ -8,8 +8,11 @@ is its own and neither side shares a GIL with the servers differently from the o
   ``boto3 upload_fileobj`` of the same file from disk to the same endpoint, alternated,
   several runs each; median, spread and the ratio of medians (target >= 0.8x).
 * memory: peak RSS growth of a child archiving a large file (target < 64 MiB).
+* nothing new: two sweeps over a history with finished prompts, counted in a child; the
+  second finds everything archived and must download and upload nothing (target: 0 and 0).
 
-Results go to docs/benchmarks.md.
+Results go to the archiver section of docs/benchmarks.md. ``--quick`` runs a smaller version
+(fewer runs, smaller files) of the same measurements.
 """
 
 from __future__ import annotations
@@ -19,10 +22,8 @@ import hashlib
 import json
 import logging
 import os
-import platform
 import random
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -31,16 +32,21 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
+from bench.common import DOC, MIB, REPO, Target, machine, now, summarise, tally, write_regions
+
 BUCKET = "bench-images"
 REGION = "us-east-1"
-MIB = 1024 * 1024
 THROUGHPUT_TARGET = 0.8
 MEMORY_TARGET_MIB = 64
+# Finished prompts in the stand-in's history for the "nothing new" sweeps.
+SWEEP_WORKFLOWS = ("empty_save", "empty_preview", "text_label")
+# S3 operations that send file bytes (or the manifest) to the bucket.
+UPLOAD_OPERATIONS = ("PutObject", "CreateMultipartUpload", "UploadPart", "CompleteMultipartUpload")
+FULL = {"runs": 7, "size_mib": 256, "memory_mib": 512}
+QUICK = {"runs": 3, "size_mib": 64, "memory_mib": 128}
 
 
 # -- source files ------------------------------------------------------------------------
@@ -132,8 +138,8 @@ def local_stack() -> Iterator[Stack]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def run_child(stack: Stack, kind: str, filename: str, memory: bool = False) -> dict[str, Any]:
-    """Measure one upload in a fresh process; returns its JSON report."""
+def run_child(stack: Stack, kind: str, filename: str = "", memory: bool = False) -> dict[str, Any]:
+    """Measure one upload (or count two sweeps) in a fresh process; returns its JSON report."""
     command = [sys.executable, "-m", "bench.archiver", "--child", kind, "--file", filename]
     if memory:
         command.append("--memory")
@@ -203,6 +209,33 @@ def _baseline(filename: str) -> int:
     return path.stat().st_size
 
 
+def _sweep_run() -> dict[str, Any]:
+    """One archiver run over the stand-in's history, with its round trips counted."""
+    import botocore.client  # noqa: F401 - loaded first, so the counters see every S3 call
+
+    from bench.handlers import Counters
+    from comfy_core import archive
+    from comfy_core.storage import s3_client
+
+    s3_client()
+    with Counters() as counted:
+        summary = archive.run_sweep()
+    s3_ops = [call.removeprefix("S3 ") for call in counted.aws if call.startswith("S3 ")]
+    return {
+        "prompts_archived": summary["prompts_archived"],
+        "prompts_already_archived": summary["prompts_already_archived"],
+        "comfy": counted.comfy,
+        "aws": counted.aws,
+        "downloads": sum(1 for call in counted.comfy if call.startswith("GET /view")),
+        "uploads": sum(1 for op in s3_ops if op.split(" ")[0] in UPLOAD_OPERATIONS),
+    }
+
+
+def sweep_child() -> dict[str, Any]:
+    """The first run archives what is new; the second finds nothing new."""
+    return {"first": _sweep_run(), "second": _sweep_run()}
+
+
 def child(kind: str, filename: str, memory: bool) -> dict[str, Any]:
     import gc
     import tracemalloc
@@ -243,14 +276,22 @@ def measure(stack: Stack, kind: str, filename: str, memory: bool = False) -> dic
     return report
 
 
-def summarise(values: list[float]) -> dict[str, float]:
-    median = statistics.median(values)
-    return {
-        "median": median,
-        "min": min(values),
-        "max": max(values),
-        "spread_pct": 100.0 * (max(values) - min(values)) / median if median else 0.0,
-    }
+def seed_history(stack: Stack) -> None:
+    """Finished prompts with files in the stand-in's history, as the sweeps find them."""
+    from bench.stack import finished, post_prompt, wait_for
+
+    for workflow in SWEEP_WORKFLOWS:
+        prompt_id = post_prompt(stack.comfyui_url, workflow)
+        wait_for(lambda: finished(stack.comfyui_url, prompt_id), f"prompt {prompt_id}")
+
+
+def nothing_new(stack: Stack) -> dict[str, Any]:
+    seed_history(stack)
+    report = run_child(stack, "sweep")
+    second = report["second"]
+    print(f"  nothing new: {second['downloads']} downloads, {second['uploads']} uploads", file=sys.stderr)
+    stack.empty_bucket()
+    return report
 
 
 def run(runs: int, size_mib: int, memory_mib: int) -> dict[str, Any]:
@@ -284,12 +325,36 @@ def run(runs: int, size_mib: int, memory_mib: int) -> dict[str, Any]:
         results["memory_baseline"] = measure(stack, "baseline", big.name, memory=True)
         stack.empty_bucket()
         big.unlink()
+        results["sweeps"] = nothing_new(stack)
     return results
 
 
-def markdown(results: dict[str, Any]) -> str:
-    machine = f"{platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"
-    date = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+def nothing_new_met(results: dict[str, Any]) -> bool:
+    second = results["sweeps"]["second"]
+    return second["downloads"] == 0 and second["uploads"] == 0 and second["prompts_archived"] == 0
+
+
+def targets(results: dict[str, Any]) -> list[Target]:
+    mem = results["memory_archive"]["rss_growth"] / MIB
+    second = results["sweeps"]["second"]
+    return [
+        Target("Archiver", f"throughput ≥ {THROUGHPUT_TARGET}× boto3 upload_fileobj",
+               f"{results['ratio']:.2f}×", results["ratio"] >= THROUGHPUT_TARGET),
+        Target("Archiver", f"peak memory on {results['memory_mib']} MiB < {MEMORY_TARGET_MIB} MiB",
+               f"{mem:.1f} MiB", mem < MEMORY_TARGET_MIB),
+        Target("Archiver", "run with nothing new: 0 downloads, 0 uploads",
+               f"{second['downloads']} downloads, {second['uploads']} uploads", nothing_new_met(results)),
+    ]
+
+
+def _sweep_row(name: str, run: dict[str, Any]) -> str:
+    comfy, aws = tally(run["comfy"]), tally(run["aws"])
+    return (f"| {name} | {run['prompts_archived']} | {run['prompts_already_archived']} | {run['downloads']} "
+            f"| {run['uploads']} | {comfy} | {aws} |")
+
+
+def markdown(results: dict[str, Any], date: str | None = None, machine_text: str | None = None) -> str:
+    date, machine_text = date or now(), machine_text or machine()
     a, b = results["archive"], results["baseline"]
     mem_a, mem_b = results["memory_archive"], results["memory_baseline"]
 
@@ -305,22 +370,22 @@ def markdown(results: dict[str, Any]) -> str:
 
     ratio_ok = "meets" if results["ratio"] >= THROUGHPUT_TARGET else "MISSES"
     mem_ok = "meets" if mem_a["rss_growth"] < MEMORY_TARGET_MIB * MIB else "MISSES"
+    sweeps = results["sweeps"]
+    quick = " (quick mode)" if results.get("quick") else ""
     return "\n".join(
         [
-            "# Benchmarks",
-            "",
-            "## Image archiver (`python -m bench`, `make bench`)",
+            f"## Image archiver{quick} (`python -m bench --only archiver`)",
             "",
             f"- Date: {date}",
-            f"- Machine: {machine}",
+            f"- Machine: {machine_text}",
             "- Setup: moto S3 server and the ComfyUI stand-in on 127.0.0.1 in the bench process; each "
             "upload measured in a fresh child process after a warm-up upload (imports, clients, pools).",
             "- Archiver: `comfy_core.archive.archive_prompt` streaming `GET /view` into S3 "
             f"({mem_a['part_mib']:.0f} MiB parts, {mem_a['parts_in_flight']} in flight). "
             "Baseline: boto3 `upload_fileobj` of the same file from disk, default TransferConfig, "
             "same endpoint, same S3 client settings.",
-            f"- Reproduce: `make bench` (`python -m bench --runs {results['runs']} "
-            f"--size-mib {results['size_mib']} --memory-mib {results['memory_mib']}`).",
+            f"- Reproduce: `python -m bench.archiver --runs {results['runs']} "
+            f"--size-mib {results['size_mib']} --memory-mib {results['memory_mib']}` (or `make bench`).",
             "",
             f"### Throughput: {results['size_mib']} MiB file, {results['runs']} runs each, alternated",
             "",
@@ -343,27 +408,61 @@ def markdown(results: dict[str, Any]) -> str:
             "minus RSS before it"
             + (" (peak reset through /proc/self/clear_refs)." if mem_a["peak_reset"] else " (upper bound)."),
             "",
+            "### A run with nothing new",
+            "",
+            f"The stand-in's history holds {len(SWEEP_WORKFLOWS)} finished prompts with files; two "
+            "archiver runs (`run_sweep`, as the schedule calls it) in one child process, round trips "
+            "counted: ComfyUI requests through comfy_core's session, every AWS operation through "
+            "botocore.",
+            "",
+            "| run | prompts archived | already archived | downloads (GET /view) | uploads to S3 "
+            "| ComfyUI requests | AWS operations |",
+            "|---|---|---|---|---|---|---|",
+            _sweep_row("first (all new)", sweeps["first"]),
+            _sweep_row("second (nothing new)", sweeps["second"]),
+            "",
+            f"Second run: **{sweeps['second']['downloads']} downloads, {sweeps['second']['uploads']} "
+            f"uploads** (target 0 and 0: {'meets' if nothing_new_met(results) else 'MISSES'}).",
+            "",
         ]
     )
 
 
+def settings(quick: bool, runs: int | None, size_mib: int | None, memory_mib: int | None) -> dict[str, int]:
+    """Run counts and file sizes: the full or quick defaults, each overridable."""
+    chosen = dict(QUICK if quick else FULL)
+    for name, value in (("runs", runs), ("size_mib", size_mib), ("memory_mib", memory_mib)):
+        if value is not None:
+            chosen[name] = value
+    return chosen
+
+
+def run_all(quick: bool = False, runs: int | None = None, size_mib: int | None = None,
+            memory_mib: int | None = None) -> dict[str, Any]:
+    results = run(**settings(quick, runs, size_mib, memory_mib))
+    results["quick"] = quick
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=7)
-    parser.add_argument("--size-mib", type=int, default=256, help="throughput file size")
-    parser.add_argument("--memory-mib", type=int, default=512, help="memory test file size")
-    parser.add_argument("--output", type=Path, default=REPO / "docs" / "benchmarks.md")
-    parser.add_argument("--child", choices=("archive", "baseline"), help=argparse.SUPPRESS)
+    parser = argparse.ArgumentParser(prog="python -m bench.archiver", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="3 runs, 64 MiB and 128 MiB files")
+    parser.add_argument("--runs", type=int, help=f"default {FULL['runs']}")
+    parser.add_argument("--size-mib", type=int, help=f"throughput file size, default {FULL['size_mib']}")
+    parser.add_argument("--memory-mib", type=int, help=f"memory test file size, default {FULL['memory_mib']}")
+    parser.add_argument("--output", type=Path, default=DOC)
+    parser.add_argument("--child", choices=("archive", "baseline", "sweep"), help=argparse.SUPPRESS)
     parser.add_argument("--file", help=argparse.SUPPRESS)
     parser.add_argument("--memory", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.child == "sweep":
+        print(json.dumps(sweep_child()))
+        return 0
     if args.child:
         print(json.dumps(child(args.child, args.file, args.memory)))
         return 0
-    results = run(args.runs, args.size_mib, args.memory_mib)
-    text = markdown(results)
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(text, encoding="utf-8")
+    text = markdown(run_all(args.quick, args.runs, args.size_mib, args.memory_mib))
+    write_regions(args.output, {"archiver": text})
     print(text)
     return 0
 

@@ -567,6 +567,9 @@ def _make_handler(handle: Callable[[HttpRequest], HttpResponse]) -> type[BaseHTT
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = "comfy-local"
+        # Headers and body go out in separate writes: without TCP_NODELAY, Nagle plus the
+        # client's delayed ACK add ~40 ms to every keep-alive request.
+        disable_nagle_algorithm = True
 
         def _serve(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)
@@ -590,6 +593,13 @@ def _make_handler(handle: Callable[[HttpRequest], HttpResponse]) -> type[BaseHTT
                 self.wfile.write(response.body)
 
         do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_HEAD = _serve
+
+        def __getattr__(self, name: str) -> Any:
+            # Any other method (TRACE, QUERY, ...) is routed too: API Gateway answers it
+            # with its 403, where http.server would answer 501.
+            if name.startswith("do_"):
+                return self._serve
+            raise AttributeError(name)
 
         def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
             log.debug("%s %s", self.address_string(), format % args)

@@ -2,7 +2,7 @@
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from comfy_core import jobs
+from comfy_core import jobs, notify
 from comfy_core.api import Request, api_handler
 from comfy_core.client import get_client
 from comfy_core.errors import ComfyUIRejectedError
@@ -19,4 +19,5 @@ def lambda_handler(request: Request):
         metrics.add_metric(name="PromptRejected", unit=MetricUnit.Count, value=1)
         raise
     metrics.add_metric(name="PromptSubmitted", unit=MetricUnit.Count, value=1)
+    notify.prompt_submitted(answer, workflow=request.path_params.get("workflow_name"))
     return answer

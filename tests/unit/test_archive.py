@@ -348,12 +348,20 @@ def test_execution_error_keeps_the_outputs_made_before_it(aws: Any) -> None:
     assert doc["files"][0]["filename"] == "ComfyUI_temp_ulehj_00001_.png" and doc["files"][0]["archived"]
 
 
-def test_prompt_without_files_costs_nothing(aws: Any, s3_calls: S3Calls) -> None:
+def test_prompt_without_files_gets_a_small_manifest_once(aws: Any, s3_calls: S3Calls) -> None:
+    # No file to copy, but the outcome is kept (and announced) once: a small manifest.
     session, client = comfy_for("history_id_interrupted", "history_id_exec_error_save_outside_output")
     summary = archive.run_sweep(client=client)
-    assert summary["prompts_seen"] == 0
-    assert session.views() == 0 and s3_calls.counts.total() == 0
-    assert keys(aws) == []
+    assert summary["prompts_seen"] == 2 and summary["images_archived"] == 0
+    assert session.views() == 0 and s3_calls.counts["PutObject"] == 2
+    failed_id = "315cc78a-3c93-4d4f-83e8-bac8df93641d"  # execution error before any output
+    assert keys(aws) == [f"images/{pid}/manifest.json" for pid in (INTERRUPTED_ID, failed_id)]
+    assert (manifest(aws, INTERRUPTED_ID)["files"], manifest(aws, INTERRUPTED_ID)["status"]) == ([], "error")
+
+    s3_calls.reset()
+    again = archive.run_sweep(client=client)
+    assert again["prompts_already_archived"] == 2
+    assert dict(s3_calls.counts) == {"ListObjectsV2": 1}
 
 
 def test_missing_file_is_recorded_as_lost_and_the_run_goes_on(aws: Any) -> None:
@@ -540,7 +548,8 @@ def _queue_on_default_bus() -> tuple[Any, str]:
     sqs, bus = boto3.client("sqs", region_name="us-east-1"), boto3.client("events", region_name="us-east-1")
     url = sqs.create_queue(QueueName="archived")["QueueUrl"]
     arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    bus.put_rule(Name="archived", EventPattern=json.dumps({"source": ["comfy-serverless-api"]}))
+    pattern = {"source": ["comfy-serverless-api"], "detail-type": ["ComfyUI Images Archived"]}
+    bus.put_rule(Name="archived", EventPattern=json.dumps(pattern))
     bus.put_targets(Rule="archived", Targets=[{"Id": "queue", "Arn": arn}])
     return sqs, url
 

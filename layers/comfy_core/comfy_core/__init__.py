@@ -1,8 +1,11 @@
 """comfy_core: the shared library behind every function of comfy-serverless-api.
 
-Nothing below this package knows about Lambda events except `api`, the one edge where
-API Gateway events become calls and errors become HTTP responses.
+Nothing below this package knows about Lambda events except its two edges: `api`, where
+API Gateway events become calls and errors become HTTP responses, and `triggers`, where
+SQS, S3, EventBridge and direct invocations become jobs.
 """
+
+import sys
 
 __version__ = "0.1.0"
 
@@ -19,3 +22,11 @@ def reset_container_state() -> None:
     results.reset_archive()
     for cached in (storage.s3_client, events.events_client, invoke.lambda_client, archive.presign_client):
         cached.cache_clear()
+    # Modules of event-driven jobs: reset only when loaded, so a reset never imports them.
+    lazy = {"triggers": "sqs_client", "idempotency": "persistence_layer", "webhooks": "_session"}
+    for module, name in lazy.items():
+        if f"{__name__}.{module}" in sys.modules:
+            getattr(sys.modules[f"{__name__}.{module}"], name).cache_clear()
+    parameters = sys.modules.get("aws_lambda_powertools.utilities.parameters")
+    if parameters is not None:  # cached secret values (Powertools keeps them max_age seconds)
+        parameters.clear_caches()

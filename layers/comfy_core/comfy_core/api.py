@@ -62,22 +62,103 @@ class Request:
         if not self.raw_body.strip():
             return {}
         try:
-            data = json.loads(self.raw_body.decode("utf-8"))
+            # NaN, Infinity and 1e999 are refused: they would come back in answers (ComfyUI
+            # echoes inputs in node_errors) as tokens that are not JSON.
+            data = json.loads(
+                self.raw_body.decode("utf-8"), parse_constant=_not_json, parse_float=_finite_float
+            )
         except (UnicodeDecodeError, ValueError, RecursionError) as exc:
             # RecursionError: deeply nested arrays exhaust the parser's stack.
             raise BadRequestError("Request body is not valid JSON") from exc
         if not isinstance(data, dict):
             raise BadRequestError("Request body must be a JSON object")
+        _check_parsed(data)
         return data
+
+
+# A workflow request is a few levels deep ({node: {inputs: {name: [link]}}}); deeper input
+# would only reach recursive code (copying, logging, json.dumps) that can overflow on it.
+MAX_JSON_DEPTH = 32
+
+
+def _not_json(token: str) -> Any:
+    raise ValueError(f"{token} is not JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError("number out of range")
+    return value
+
+
+def _check_parsed(data: Any) -> None:
+    """Refuse bodies nested deeper than MAX_JSON_DEPTH and strings holding lone surrogates
+    (a "\\ud800" escape parses, but is not text: it cannot be logged, sent or answered as UTF-8).
+    Iterative, so the check itself cannot overflow."""
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, str):
+            _check_text(value)
+        elif isinstance(value, (dict, list)):
+            if depth > MAX_JSON_DEPTH:
+                raise BadRequestError(f"Request body is nested deeper than {MAX_JSON_DEPTH} levels")
+            items = value.items() if isinstance(value, dict) else ((None, item) for item in value)
+            for key, item in items:
+                if key is not None:
+                    _check_text(key)
+                stack.append((item, depth + 1))
+
+
+def _check_text(text: str) -> None:
+    if text.isascii():
+        return
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise BadRequestError("Request body is not valid JSON: a string holds a lone surrogate") from exc
 
 
 def json_response(status_code: int, body: Any, headers: dict[str, str] | None = None) -> dict[str, Any]:
     return {
         "statusCode": status_code,
         "headers": {**JSON_HEADERS, **(headers or {})},
-        "body": json.dumps(body, ensure_ascii=False, default=str),
+        "body": dumps(body),
         "isBase64Encoded": False,
     }
+
+
+def dumps(body: Any) -> str:
+    """Strict JSON that is also valid UTF-8, whatever ComfyUI handed us: NaN/Infinity (not
+    JSON) become null, and lone surrogates (not UTF-8) are sent as \\u escapes."""
+    try:
+        text = json.dumps(body, ensure_ascii=False, allow_nan=False, default=str)
+    except ValueError:
+        text = json.dumps(_finite(body), ensure_ascii=False, allow_nan=False, default=str)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = json.dumps(json.loads(text), ensure_ascii=True)
+    return text
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
+        return None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(item) for item in value]
+    return value
+
+
+def error_body(exc: Exception) -> dict[str, Any]:
+    """The seed's envelope `{"error": ..., "status_code": ...}` of any exception; the text
+    of an unexpected one never shows. Shared by HTTP answers and event-driven jobs."""
+    if isinstance(exc, ComfyCoreError):
+        return {"error": exc.message, "status_code": exc.status_code, **exc.extra}
+    return {"error": "Internal server error", "status_code": 500}
 
 
 def error_response(exc: Exception) -> dict[str, Any]:
@@ -91,8 +172,7 @@ def error_response(exc: Exception) -> dict[str, Any]:
             logger.exception("Server-side failure")
         else:
             logger.info("Request refused", extra={"error": exc.message, "status_code": status})
-        body = {"error": exc.message, "status_code": status, **exc.extra}
-        return json_response(status, body, exc.headers)
+        return json_response(status, error_body(exc), exc.headers)
     logger.exception("Unhandled exception")
     return json_response(500, {"error": "Internal server error", "status_code": 500})
 
@@ -111,11 +191,13 @@ def api_handler(func: Handler) -> Callable[[dict[str, Any], Any], dict[str, Any]
             if request.path_params.get("prompt_id"):
                 logger.append_keys(prompt_id=request.path_params["prompt_id"])
             result = func(request)
+            # Serialised inside the try: an answer that cannot be encoded is our 500 with
+            # the envelope, not a Lambda error that API Gateway turns into a bare 502.
+            if isinstance(result, tuple):
+                return json_response(result[0], result[1])
+            return json_response(200, result)
         except Exception as exc:  # noqa: BLE001 - the one place every error is mapped
             return error_response(exc)
-        if isinstance(result, tuple):
-            return json_response(result[0], result[1])
-        return json_response(200, result)
 
     # clear_state: keys appended for one request (prompt_id) must not leak into the next.
     wrapped = logger.inject_lambda_context(

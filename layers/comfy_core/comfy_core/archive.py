@@ -29,7 +29,7 @@ import requests
 import urllib3.exceptions
 from aws_lambda_powertools.metrics import MetricUnit
 
-from . import events, validation
+from . import events, notify, validation
 from .client import ComfyUIClient, get_client
 from .config import Settings, get_settings
 from .errors import (
@@ -365,6 +365,9 @@ def _manifest(prompt_id: str, entry: dict[str, Any], records: list[dict[str, Any
     status = entry.get("status") if isinstance(entry.get("status"), dict) else {}
     return {
         "prompt_id": prompt_id,
+        # Who asked (recorded in extra_data when submitted through this API), else None.
+        "workflow": notify.origin(entry).get("workflow"),
+        "job_id": notify.origin(entry).get("job_id"),
         "archived_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "status": status.get("status_str"),
         "completed": status.get("completed"),
@@ -377,11 +380,11 @@ def _manifest(prompt_id: str, entry: dict[str, Any], records: list[dict[str, Any
     }
 
 
-def _send_event(settings: Settings, result: PromptResult) -> bool:
+def _archive_detail(settings: Settings, result: PromptResult) -> dict[str, Any]:
+    """Where the prompt's files are: part of every event about an archived prompt."""
     archived = [r for r in result.records if r.get("archived")]
     shown = archived[:MAX_EVENT_KEYS]
-    detail = {
-        "prompt_id": result.prompt_id,
+    return {
         "bucket": settings.image_bucket,
         "manifest_key": result.manifest_key,
         "keys": [r["s3_key"] for r in shown],
@@ -389,6 +392,10 @@ def _send_event(settings: Settings, result: PromptResult) -> bool:
         "lost": result.lost,
         "truncated": len(shown) < len(archived),
     }
+
+
+def _send_event(settings: Settings, result: PromptResult) -> bool:
+    detail = {"prompt_id": result.prompt_id, **_archive_detail(settings, result)}
     return events.put_event(EVENT_DETAIL_TYPE, detail, settings.event_bus_name)
 
 
@@ -426,6 +433,9 @@ def archive_prompt(
     planned = plan_files(settings, prompt_id, entry)
     if not planned:
         result.status = "nothing_to_archive"
+        # A small manifest all the same: it keeps the outcome after ComfyUI forgets the
+        # prompt, and marks it announced so later sweeps do not announce it again.
+        _write_manifest(s3, settings, prompt_id, entry, result)
         return result
     try:
         for file in planned:
@@ -477,7 +487,11 @@ def _write_manifest(
         return
     result.manifest_key = key
     logger.info("Prompt archived", extra=result.summary())
-    result.event_sent = _send_event(settings, result)
+    if result.status != "nothing_to_archive":
+        result.event_sent = _send_event(settings, result)
+    # Right after the manifest: a prompt with one is never swept again, so each prompt's
+    # Completed / Failed event (and webhook) goes out once.
+    notify.prompt_finished(prompt_id, entry, _archive_detail(settings, result), settings)
 
 
 # -- runs ------------------------------------------------------------------------------
@@ -566,13 +580,13 @@ class RunSummary:
 
 
 def _candidates(history: Any, settings: Settings) -> list[tuple[str, dict[str, Any]]]:
-    """Finished prompts with at least one file to archive, oldest first (as ComfyUI lists
-    them): the oldest are the first to fall out of its history."""
+    """Finished prompts, oldest first (as ComfyUI lists them): the oldest are the first to
+    fall out of its history. Those without files too: their outcome is announced."""
     if not isinstance(history, dict):
         raise ComfyUIBadResponseError("ComfyUI history is not a JSON object")
     found = []
     for prompt_id, entry in history.items():
-        if not is_finished(entry) or not plan_files(settings, prompt_id, entry):
+        if not is_finished(entry):
             continue
         if not validation.PROMPT_ID.fullmatch(str(prompt_id)):
             # Not a usable S3 key segment, and the API could never look it up either.

@@ -11,6 +11,7 @@ from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import requests
+import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
@@ -112,6 +113,8 @@ class ComfyUIClient:
         except requests.exceptions.RetryError as exc:
             raise ComfyUIBadResponseError("ComfyUI kept answering with a server error") from exc
         except requests.exceptions.ConnectionError as exc:
+            if _is_read_timeout(exc):
+                raise ComfyUITimeoutError("ComfyUI did not answer in time") from exc
             raise ComfyUIUnreachableError("ComfyUI is unreachable") from exc
         except requests.exceptions.RequestException as exc:
             raise ComfyUIBadResponseError("Request to ComfyUI failed") from exc
@@ -149,14 +152,22 @@ class ComfyUIClient:
         except (KeyError, TypeError, ValueError) as exc:
             raise ComfyUIBadResponseError("ComfyUI queue status has an unexpected shape") from exc
 
+    def get_object(self, path: str, params: dict[str, Any] | None = None) -> dict[str, Any]:
+        """GET an endpoint whose answer is a JSON object; anything else (a proxy's `[]`,
+        `null`...) is a broken answer, not something to pass on as our 200."""
+        data = self.get_json(path, params)
+        if not isinstance(data, dict):
+            raise ComfyUIBadResponseError(f"ComfyUI {path} answer is not a JSON object")
+        return data
+
     def system_stats(self) -> dict[str, Any]:
-        return self.get_json("/system_stats")
+        return self.get_object("/system_stats")
 
     def queue(self) -> dict[str, Any]:
-        return self.get_json("/queue")
+        return self.get_object("/queue")
 
     def history(self, max_items: int) -> dict[str, Any]:
-        return self.get_json("/history", params={"max_items": max_items})
+        return self.get_object("/history", params={"max_items": max_items})
 
     def history_entry(self, prompt_id: str) -> dict[str, Any] | None:
         """The finished prompt's entry, or None: ComfyUI answers `{}` for unknown,
@@ -250,6 +261,13 @@ class ComfyUIClient:
             response.close()
         self._expect_ok(response)
         return response
+
+
+def _is_read_timeout(exc: requests.exceptions.ConnectionError) -> bool:
+    """A GET that timed out reading comes back as ConnectionError: with a Retry object urllib3
+    wraps the ReadTimeoutError in MaxRetryError, which requests does not map to Timeout."""
+    reason = exc.args[0] if exc.args else None
+    return isinstance(getattr(reason, "reason", reason), urllib3.exceptions.ReadTimeoutError)
 
 
 _client: ComfyUIClient | None = None

@@ -28,6 +28,11 @@ def _prefix(name: str, default: str) -> str:
     return prefix
 
 
+def _bool(name: str, default: bool = False) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    return raw in ("1", "true", "yes", "on") if raw else default
+
+
 def _csv(name: str, default: str) -> tuple[str, ...]:
     raw = os.environ.get(name, "").strip() or default
     return tuple(part.strip() for part in raw.split(",") if part.strip())
@@ -65,6 +70,19 @@ class Settings:
     # Backpressure: refuse new prompts (429) while ComfyUI holds this many; 0 = no limit
     # (the check costs one GET /prompt per submission).
     max_queue_depth: int = 0
+    # Event-driven jobs (run_job): the deduplication table and how long a job id is
+    # remembered, where rejected jobs go, and the key prefix of job files.
+    idempotency_table: str = ""
+    idempotency_expiry: int = 86_400
+    jobs_dlq_url: str = ""
+    job_prefix: str = "jobs/"
+    # Webhooks: the signing secret (an SSM SecureString name, never the value), and what a
+    # receiver may be. Private addresses and plain http are refused unless switched on.
+    webhook_secret_parameter: str = ""
+    webhook_allow_private: bool = False
+    webhook_allow_http: bool = False
+    webhook_max_attempts: int = 3
+    webhook_timeout: float = 5.0
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -91,6 +109,15 @@ class Settings:
             comfyui_auth_header=os.environ.get("COMFYUI_AUTH_HEADER", "").strip() or "Authorization",
             comfyui_auth_parameter=os.environ.get("COMFYUI_AUTH_PARAMETER", "").strip(),
             max_queue_depth=max(0, _int("MAX_QUEUE_DEPTH", 0)),
+            idempotency_table=os.environ.get("IDEMPOTENCY_TABLE", "").strip(),
+            idempotency_expiry=max(60, _int("IDEMPOTENCY_EXPIRY_SECONDS", 86_400)),
+            jobs_dlq_url=os.environ.get("JOBS_DLQ_URL", "").strip(),
+            job_prefix=_prefix("JOB_PREFIX", "jobs/"),
+            webhook_secret_parameter=os.environ.get("WEBHOOK_SECRET_PARAMETER", "").strip(),
+            webhook_allow_private=_bool("WEBHOOK_ALLOW_PRIVATE"),
+            webhook_allow_http=_bool("WEBHOOK_ALLOW_HTTP"),
+            webhook_max_attempts=min(max(_int("WEBHOOK_MAX_ATTEMPTS", 3), 1), 10),
+            webhook_timeout=_float("WEBHOOK_TIMEOUT", 5.0),
         )
 
 

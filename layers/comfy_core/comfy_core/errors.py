@@ -32,6 +32,19 @@ class NotFoundError(ComfyCoreError):
     status_code = 404
 
 
+class DuplicateInProgressError(ComfyCoreError):
+    """The same job (idempotency key) is running right now: ask again shortly, and the
+    first run's answer comes back."""
+
+    status_code = 409
+
+
+class IdempotencyKeyReusedError(ComfyCoreError):
+    """The idempotency key was used before for a different request."""
+
+    status_code = 422
+
+
 class QueueFullError(ComfyCoreError):
     """ComfyUI already holds MAX_QUEUE_DEPTH prompts: come back later (Retry-After)."""
 

@@ -198,10 +198,8 @@ def history(client: ComfyUIClient, max_items: str | None, default: int, limit: i
     if max_items is None or max_items == "":
         count = default
     else:
-        try:
-            count = int(max_items)
-        except ValueError:
-            count = 0
+        # ASCII digits only: int() would also take "１", "1_0", " 5" and "+5".
+        count = int(max_items) if max_items.isascii() and max_items.isdigit() and len(max_items) <= 6 else 0
         if not 1 <= count <= limit:
             raise BadRequestError(f"'max_items' must be an integer from 1 to {limit}")
     return client.history(count)

@@ -1,0 +1,23 @@
+"""Runs a workflow job from SQS, S3 (a job file under jobs/), EventBridge or a direct
+invocation, exactly like POST /api/workflow/{workflow_name}. See comfy_core.triggers."""
+
+from collections.abc import Callable
+from typing import Any
+
+from comfy_core import triggers
+from comfy_core.observability import capture_lambda_handler, logger, metrics
+
+RUNNERS: dict[str, Callable[[Any, Any], Any]] = {
+    "sqs": triggers.run_sqs_batch,
+    "s3": triggers.run_s3_job,
+    "eventbridge": triggers.run_eventbridge_job,
+    "direct": triggers.run_direct_job,
+}
+
+
+@capture_lambda_handler
+@metrics.log_metrics
+# clear_state: job keys appended for one invocation must not leak into the next.
+@logger.inject_lambda_context(clear_state=True)
+def lambda_handler(event: Any, context: Any) -> Any:
+    return RUNNERS[triggers.event_kind(event)](event, context)

@@ -1,0 +1,144 @@
+"""A finished job's webhook over a real socket: the archiver's sweep POSTs to a receiver
+on 127.0.0.1 that checks the signature with its own HMAC code, the secret read from SSM
+(moto in-process) through Powertools. Loopback and plain http are allowed here only
+through the test switches; with the production defaults nothing is sent."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import hmac
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from comfy_core import archive, webhooks
+from comfy_core import client as client_module
+from comfy_core.client import ComfyUIClient
+from comfy_core.config import get_settings
+from comfy_core.observability import metrics
+from comfy_core.storage import s3_client
+from moto import mock_aws
+from tests.support.fake_comfy import RECORDINGS, StreamingComfy, recording
+from tests.support.jobs import SECRET, SECRET_NAME, put_secret
+
+pytestmark = pytest.mark.e2e
+
+SAVE_ID = "aa5001e0-e7a3-4f42-a12c-f2f26746c0e6"
+
+
+class Receiver(ThreadingHTTPServer):
+    """Answers 503 `failures` times, then 200; keeps what arrived and whether it verified."""
+
+    def __init__(self, failures: int = 0) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.failures = failures
+        self.received: list[dict[str, Any]] = []
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/hooks/comfy"
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: Receiver
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        body = self.rfile.read(int(self.headers["Content-Length"])).decode("utf-8")
+        timestamp, signature = self.headers["X-Comfy-Timestamp"], self.headers["X-Comfy-Signature"]
+        # The receiver's side, written independently of comfy_core: what the README shows.
+        digest = hmac.new(SECRET.encode(), f"{timestamp}.{body}".encode(), hashlib.sha256).hexdigest()
+        expected = f"v1={digest}"
+        self.server.received.append({
+            "verified": hmac.compare_digest(expected, signature) and abs(time.time() - int(timestamp)) < 300,
+            "event": self.headers["X-Comfy-Event"],
+            "delivery": self.headers["X-Comfy-Delivery"],
+            "detail": json.loads(body),
+        })
+        status = 503 if len(self.server.received) <= self.server.failures else 200
+        self.send_response(status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def receiver(request: pytest.FixtureRequest) -> Iterator[Receiver]:
+    server = Receiver(failures=getattr(request, "param", 0))
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture
+def sweep(monkeypatch: pytest.MonkeyPatch, receiver: Receiver) -> Iterator[Any]:
+    """Runs the archiver over one finished job whose webhook_url is the receiver."""
+    monkeypatch.setenv("IMAGE_BUCKET", "image-bucket")
+    monkeypatch.setenv("WEBHOOK_SECRET_PARAMETER", SECRET_NAME.lstrip("/"))
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.setattr(webhooks, "BACKOFF_SECONDS", 0.0)
+    get_settings.cache_clear()
+    metrics.clear_metrics()
+    history = copy.deepcopy(recording("history_id_success_save"))
+    history[SAVE_ID]["prompt"][3] = {"comfy_serverless": {
+        "workflow": "empty_save", "job_id": "order-42", "trigger": "sqs", "webhook_url": receiver.url}}
+    with mock_aws():
+        put_secret()
+        s3_client().create_bucket(Bucket="image-bucket")
+        session = StreamingComfy()
+        session.routes[("GET", "/history")] = (200, history)
+        png = (RECORDINGS / "view_output.png").read_bytes()
+        session.files[("output", "", "harness_save_00001_.png")] = png
+        monkeypatch.setattr(client_module, "_client", ComfyUIClient(get_settings(), session=session))
+        yield lambda: archive.run_sweep()
+
+
+def allow_loopback_http(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WEBHOOK_ALLOW_PRIVATE", "true")
+    monkeypatch.setenv("WEBHOOK_ALLOW_HTTP", "true")
+    get_settings.cache_clear()
+
+
+def test_receiver_verifies_the_signed_completion(sweep, receiver, monkeypatch):
+    allow_loopback_http(monkeypatch)
+    sweep()
+    sweep()  # announced once: the second sweep finds the manifest
+    (delivery,) = receiver.received
+    assert delivery["verified"] is True
+    assert delivery["event"] == "ComfyUI Prompt Completed"
+    assert delivery["detail"]["prompt_id"] == SAVE_ID and delivery["detail"]["job_id"] == "order-42"
+    assert delivery["detail"]["keys"] == [f"images/{SAVE_ID}/2/harness_save_00001_.png"]
+
+
+@pytest.mark.parametrize("receiver", [2], indirect=True)
+def test_receiver_down_twice_gets_the_third_attempt(sweep, receiver, monkeypatch):
+    allow_loopback_http(monkeypatch)
+    sweep()
+    assert [r["verified"] for r in receiver.received] == [True, True, True]
+    assert len({r["delivery"] for r in receiver.received}) == 1
+    assert sum(metrics.metric_set["WebhookDelivered"]["Value"]) == 1
+
+
+@pytest.mark.parametrize("receiver", [10], indirect=True)
+def test_receiver_down_for_good_is_given_up_with_a_metric(sweep, receiver, monkeypatch):
+    allow_loopback_http(monkeypatch)
+    summary = sweep()
+    assert summary["prompts_archived"] == 1  # the archive does not depend on the webhook
+    assert len(receiver.received) == get_settings().webhook_max_attempts == 3
+    assert sum(metrics.metric_set["WebhookFailed"]["Value"]) == 1
+
+
+def test_production_defaults_send_nothing_to_loopback(sweep, receiver):
+    summary = sweep()
+    assert summary["prompts_archived"] == 1
+    assert receiver.received == []
+    assert sum(metrics.metric_set["WebhookFailed"]["Value"]) == 1
