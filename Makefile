@@ -54,8 +54,13 @@ validate: $(SAM_VENV)/.stamp
 	$(SAM) validate --lint
 
 # sam build needs python3.13 on PATH for the python3.13 BuildMethod; no Docker needed.
+# Then precompile: Lambda's code directories are read-only, so without .pyc files every
+# cold start recompiles the layer (~130 ms, see docs/benchmarks.md). unchecked-hash because
+# the deployment zip keeps file times only to 2 s, which would make timestamped .pyc stale.
 build: $(SAM_VENV)/.stamp
 	PATH="$(dir $(PY313)):$$PATH" $(SAM) build --build-dir $(BUILD_DIR)
+	$(if $(PY313),$(PY313),$(PYTHON)) -m compileall -q -j 0 --invalidation-mode unchecked-hash \
+		$(BUILD_DIR)/ComfyCoreLayer/python $(BUILD_DIR)/*Function
 
 bench: $(VENV)/.stamp
 	$(PY) -m bench

@@ -128,6 +128,7 @@ class LocalStack:
             comfyui_url = self.comfyui_base_url or self._start_standin()
             template = Template.load(self.template_path, self._parameters(comfyui_url))
             self._create_buckets(template)
+            self._create_tables(template)
             self._upload_workflows(template)
             self.api = LocalApi(
                 self.template_path,
@@ -220,6 +221,16 @@ class LocalStack:
 
     def _s3(self) -> Any:
         return boto3.client("s3", endpoint_url=self.s3_endpoint, region_name=REGION)
+
+    def _create_tables(self, template: Template) -> None:
+        """The template's DynamoDB tables (idempotency records) in moto."""
+        dynamodb = boto3.client("dynamodb", endpoint_url=self.s3_endpoint, region_name=REGION)
+        for table in template.tables():
+            try:
+                dynamodb.create_table(**table)
+            except ClientError as error:
+                if error.response["Error"]["Code"] != "ResourceInUseException":  # second stack
+                    raise
 
     def _create_buckets(self, template: Template) -> None:
         s3 = self._s3()

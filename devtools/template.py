@@ -25,6 +25,7 @@ FUNCTION_TYPE = "AWS::Serverless::Function"
 API_TYPE = "AWS::Serverless::Api"
 LAYER_TYPE = "AWS::Serverless::LayerVersion"
 BUCKET_TYPE = "AWS::S3::Bucket"
+TABLE_TYPE = "AWS::DynamoDB::Table"
 
 
 class TemplateError(ValueError):
@@ -433,6 +434,23 @@ class Template:
             for logical_id, resource in self._of_type(BUCKET_TYPE).items()
             if self._resource_enabled(resource)
         ]
+
+    # -- tables --------------------------------------------------------------
+
+    def tables(self) -> list[dict[str, Any]]:
+        """DynamoDB tables as `create_table` arguments (name, keys, attributes)."""
+        found = []
+        for logical_id, resource in self._of_type(TABLE_TYPE).items():
+            if not self._resource_enabled(resource):
+                continue
+            props = self.resolve(resource.get("Properties") or {})
+            found.append({
+                "TableName": self.physical_name(logical_id),
+                "KeySchema": props["KeySchema"],
+                "AttributeDefinitions": props["AttributeDefinitions"],
+                "BillingMode": props.get("BillingMode", "PAY_PER_REQUEST"),
+            })
+        return found
 
 
 def _api_key_required(

@@ -6,6 +6,7 @@ the layer has no YAML parser, and reading it once per container keeps requests c
 
 import json
 from pathlib import Path
+from typing import Any
 
 from comfy_core.api import Request, api_handler
 
@@ -13,5 +14,5 @@ SPEC = json.loads((Path(__file__).resolve().parent / "openapi.json").read_text(e
 
 
 @api_handler
-def lambda_handler(request: Request):
+def lambda_handler(request: Request) -> dict[str, Any]:
     return SPEC

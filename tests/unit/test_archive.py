@@ -141,12 +141,10 @@ def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         monkeypatch.delenv(name, raising=False)
     get_settings.cache_clear()
     events.events_client.cache_clear()
-    archive.presign_client.cache_clear()
     metrics.clear_metrics()
     yield
     metrics.clear_metrics()
     events.events_client.cache_clear()
-    archive.presign_client.cache_clear()
 
 
 class S3Calls:

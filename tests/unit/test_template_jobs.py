@@ -64,16 +64,15 @@ def test_idempotency_table_expires_records_and_is_encrypted(template):
     assert table["KeySchema"] == [{"AttributeName": "id", "KeyType": "HASH"}]  # Powertools' default
     assert table["TimeToLiveSpecification"] == {"AttributeName": "expiration", "Enabled": True}
     assert table["SSESpecification"] == {"SSEEnabled": True}
-    variables = props(template, "RunJobFunction")["Environment"]["Variables"]
+    variables = template["Globals"]["Function"]["Environment"]["Variables"]
     assert variables["IDEMPOTENCY_TABLE"] == {"Ref": "IdempotencyTable"}
     assert variables["JOBS_DLQ_URL"] == {"Ref": "JobsDeadLetterQueue"}
 
 
 def test_webhooks_refuse_private_addresses_and_plain_http_by_default(template):
     assert template["Parameters"]["AllowPrivateWebhooks"]["Default"] == "false"
-    for name in ("RunJobFunction", "ArchiverFunction"):
-        variables = props(template, name)["Environment"]["Variables"]
-        assert variables["WEBHOOK_ALLOW_PRIVATE"] == {"Ref": "AllowPrivateWebhooks"}
+    variables = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert variables["WEBHOOK_ALLOW_PRIVATE"] == {"Ref": "AllowPrivateWebhooks"}
     assert "WEBHOOK_ALLOW_HTTP" not in (ROOT / "template.yaml").read_text()  # tests only
 
 

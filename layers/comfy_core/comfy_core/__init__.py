@@ -20,7 +20,7 @@ def reset_container_state() -> None:
     client.reset_client()
     workflows.reset_store()
     results.reset_archive()
-    for cached in (storage.s3_client, events.events_client, invoke.lambda_client, archive.presign_client):
+    for cached in (storage.s3_client, events.events_client, invoke.lambda_client):
         cached.cache_clear()
     # Modules of event-driven jobs: reset only when loaded, so a reset never imports them.
     lazy = {"triggers": "sqs_client", "idempotency": "persistence_layer", "webhooks": "_session"}

@@ -33,9 +33,10 @@ class Request:
     query: dict[str, str] = field(default_factory=dict)
     headers: dict[str, str] = field(default_factory=dict)
     raw_body: bytes = b""
+    context: Any = None  # the Lambda context (remaining time), for idempotency records
 
     @classmethod
-    def from_event(cls, event: dict[str, Any]) -> "Request":
+    def from_event(cls, event: dict[str, Any], context: Any = None) -> "Request":
         body = event.get("body") or ""
         if event.get("isBase64Encoded"):
             try:
@@ -51,6 +52,7 @@ class Request:
             query=dict(event.get("queryStringParameters") or {}),
             headers={k.lower(): v for k, v in (event.get("headers") or {}).items()},
             raw_body=raw,
+            context=context,
         )
 
     def json_object(self, max_bytes: int | None = None) -> dict[str, Any]:
@@ -187,7 +189,7 @@ def api_handler(func: Handler) -> Callable[[dict[str, Any], Any], dict[str, Any]
     @functools.wraps(func)
     def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         try:
-            request = Request.from_event(event or {})
+            request = Request.from_event(event or {}, context)
             if request.path_params.get("prompt_id"):
                 logger.append_keys(prompt_id=request.path_params["prompt_id"])
             result = func(request)

@@ -22,7 +22,6 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from functools import lru_cache
 from typing import Any
 
 import requests
@@ -675,16 +674,6 @@ def archive_one(
 
 
 # -- reading the archive (for the API) -------------------------------------------------
-@lru_cache(maxsize=1)
-def presign_client() -> Any:
-    """S3 client for presigning only. SigV4 explicitly: botocore may otherwise sign with
-    SigV2, which newer regions refuse and which ignores the 7-day expiry cap."""
-    import boto3
-    from botocore.config import Config
-
-    return boto3.client("s3", config=Config(signature_version="s3v4"))
-
-
 def load_manifest(
     prompt_id: str, *, s3: Any = None, settings: Settings | None = None
 ) -> dict[str, Any] | None:
@@ -711,7 +700,7 @@ def presigned_url(key: str, *, s3: Any = None, settings: Settings | None = None)
     if not key.startswith(settings.image_prefix) or ".." in key.split("/"):
         # Only archive keys: the API must not become a way to read anything in the bucket.
         raise BadRequestError("Not an archived image key")
-    s3 = s3 or presign_client()
+    s3 = s3 or s3_client()
     return s3.generate_presigned_url(
         "get_object",
         Params={"Bucket": _require_bucket(settings), "Key": key},

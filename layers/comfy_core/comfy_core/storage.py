@@ -17,6 +17,9 @@ def s3_client() -> Any:
     return boto3.client(
         "s3",
         config=Config(
+            # SigV4 explicitly: presigned download links must honour their expiry (SigV2
+            # ignores the 7-day cap and newer regions refuse it).
+            signature_version="s3v4",
             retries={"max_attempts": 3, "mode": "standard"},
             connect_timeout=3,
             read_timeout=10,

@@ -26,14 +26,13 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from . import idempotency, jobs, notify, webhooks
+from . import idempotency, submission, webhooks
 from .api import error_body
 from .client import get_client
 from .config import Settings, get_settings
 from .errors import (
     BadRequestError,
     ComfyCoreError,
-    ComfyUIRejectedError,
     ComfyUITimeoutError,
     ComfyUIUnreachableError,
     DuplicateInProgressError,
@@ -120,15 +119,9 @@ def run_job(job: Job, *, context: Any = None, settings: Settings | None = None) 
     logger.append_keys(job_id=job.job_id, trigger=job.trigger)
 
     def submit() -> dict[str, Any]:
-        try:
-            answer = jobs.run_workflow(get_client(), get_store(), job.workflow, job.body, job=job.origin())
-        except ComfyUIRejectedError:
-            metrics.add_metric(name="PromptRejected", unit=MetricUnit.Count, value=1)
-            raise
-        metrics.add_metric(name="PromptSubmitted", unit=MetricUnit.Count, value=1)
         # Inside the once-only block: a duplicate delivery announces nothing.
-        notify.prompt_submitted(answer, workflow=job.workflow, job_id=job.job_id, trigger=job.trigger)
-        return answer
+        return submission.submit(job.workflow, job.body, job_id=job.job_id, trigger=job.trigger,
+                                 origin=job.origin())
 
     return idempotency.run_once(
         job.job_id,
