@@ -64,11 +64,16 @@ def test_run_workflow_poll_status_and_fetch_images(local_stack: LocalStack) -> N
         assert fetched.content.startswith(PNG_MAGIC)
 
 
-def test_finished_images_are_archived_to_local_s3(local_stack: LocalStack) -> None:
-    """task_status asks the archiver (lambda.invoke, Event) to copy the prompt; the
-    local Lambda endpoint runs it, so download_url points at moto and serves the PNG."""
+def test_the_original_call_flow_ends_with_archived_bytes_equal_to_comfyui(local_stack: LocalStack) -> None:
+    """The seed's flow: list → run (simple format) → poll → /api/image → download.
+    task_status asks the archiver (lambda.invoke, Event) to copy the prompt; the local
+    Lambda endpoint runs it, so download_url points at moto and serves ComfyUI's bytes."""
     api = local_stack.api_url
-    prompt_id = requests.post(f"{api}/api/workflow/empty_save", json={}, timeout=TIMEOUT).json()["prompt_id"]
+    assert "text_label" in requests.get(f"{api}/api/workflows", timeout=TIMEOUT).json()["workflows"]
+    submitted = requests.post(
+        f"{api}/api/workflow/text_label", json={"prompt": "a lighthouse at dawn"}, timeout=TIMEOUT
+    ).json()
+    prompt_id = submitted["prompt_id"]
 
     deadline = time.monotonic() + POLL_SECONDS
     images: list = []
@@ -80,11 +85,16 @@ def test_finished_images_are_archived_to_local_s3(local_stack: LocalStack) -> No
         time.sleep(0.2)
     assert images and all(image.get("download_url") for image in images), images
 
-    for image in images:
+    answer = requests.get(f"{api}/api/image/{prompt_id}", timeout=TIMEOUT).json()
+    # The prompt reached ComfyUI: the text workflow names its file after it.
+    assert [i["filename"][: -len("_00001_.png")] for i in answer["images"]] == ["a_lighthouse_at_dawn"]
+    for image in answer["images"]:
+        assert image["archived"] is True
         assert image["download_url"].startswith(local_stack.s3_endpoint)
         fetched = requests.get(image["download_url"], timeout=TIMEOUT)
         assert fetched.status_code == 200
         assert fetched.content.startswith(PNG_MAGIC)
+        assert fetched.content == requests.get(image["url"], timeout=TIMEOUT).content
 
 
 def test_unknown_route_is_api_gateway_403(local_stack: LocalStack) -> None:

@@ -1,0 +1,48 @@
+"""Every API function answers its own sample event (the file `sam local invoke -e` uses)
+with a documented status and the JSON the seed's clients expect."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from cfnlint.decode import decode
+
+from tests.functional.conftest import ROOT, event, invoke
+from tests.support.fake_comfy import recording
+
+PID = "11111111-2222-3333-4444-555555555555"
+
+
+def api_functions() -> list[str]:
+    template, _ = decode(str(ROOT / "template.yaml"))
+    folders = []
+    for resource in template["Resources"].values():
+        props = resource.get("Properties", {})
+        if any(e.get("Type") == "Api" for e in props.get("Events", {}).values()):
+            folders.append(Path(props["CodeUri"]).name)
+    return sorted(folders)
+
+
+@pytest.mark.parametrize("function", api_functions())
+def test_sample_event_gets_a_successful_answer(function, s3, comfy):
+    comfy.routes.update({
+        ("GET", "/system_stats"): (200, recording("system_stats")),
+        ("GET", "/queue"): (200, recording("queue_empty")),
+        ("GET", "/history"): (200, recording("history_max_items_1")),
+        ("GET", f"/history/{PID}"): (200, recording("history_id_success_preview")),
+        ("POST", "/prompt"): (200, recording("prompt_success")),
+    })
+    status, body = invoke(function, event(function))
+    assert status == 200, body
+    assert isinstance(body, dict) and body
+    if "status" in body and function != "system_status":
+        assert body["status"] in ("success", "completed", "finished")
+
+
+def test_advanced_format_sample_event(s3, comfy):
+    comfy.routes[("POST", "/prompt")] = (200, recording("prompt_success"))
+    status, body = invoke("run_workflow", event("run_workflow_advanced"))
+    assert status == 200 and body["status"] == "success"
+    sent = comfy.calls[-1]["json"]["prompt"]
+    assert (sent["1"]["inputs"]["width"], sent["1"]["inputs"]["height"]) == (128, 96)
