@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.cold_child import Context  # the same fake Lambda context the cold runs use
 from bench.common import REPO, summarise
 
 EVENTS = REPO / "events"
@@ -220,20 +221,6 @@ def _downloads() -> int | None:
 
 
 # -- child: the run -------------------------------------------------------------------------------
-class Context:
-    function_name = "bench"
-    function_version = "$LATEST"
-    memory_limit_in_mb = 256
-    invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:bench"
-    aws_request_id = "00000000-0000-4000-8000-000000000000"
-    log_group_name = "/aws/lambda/bench"
-    log_stream_name = "bench"
-
-    @staticmethod
-    def get_remaining_time_in_millis() -> int:
-        return 28_000
-
-
 def load_event(scenario: Scenario) -> dict[str, Any]:
     event = json.loads((EVENTS / f"{scenario.event}.json").read_text(encoding="utf-8"))
     if scenario.prompt_id:

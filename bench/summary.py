@@ -127,13 +127,12 @@ def warm_extra_round_trips(results: dict[str, Any]) -> str | None:
 
 
 def _put_events_fix() -> str:
-    return (" The PutEvents is `notify.prompt_submitted` (\"ComfyUI Prompt Submitted\"), sent "
-            "synchronously on every POST /api/workflow by `functions/run_workflow/app.py`. Fix: make it "
-            "opt-in, e.g. a Settings field `notify_submitted` read from `NOTIFY_SUBMITTED` (default off) "
-            "and in the handler `if get_settings().notify_submitted: notify.prompt_submitted(...)`; "
-            "with it off the request path has no AWS call besides the workflow's conditional GET. If "
-            "the event must always be sent, the target cannot hold: restate it as 2 ms plus one "
-            "EventBridge round trip.")
+    return (" The PutEvents is the \"ComfyUI Prompt Submitted\" event (`notify.prompt_submitted`), "
+            "which the event-driven issue asks for on every submission, so with the default "
+            "settings this target cannot hold: it is 2 ms plus one EventBridge round trip. "
+            "Deployments that do not consume the event set the `AnnounceSubmissions=false` "
+            "parameter (env `ANNOUNCE_SUBMISSIONS`), which leaves no AWS call on the request "
+            "path besides the workflow's conditional GET.")
 
 
 def round_trips_beyond_target(results: dict[str, Any]) -> str | None:
@@ -144,8 +143,8 @@ def round_trips_beyond_target(results: dict[str, Any]) -> str | None:
         calls = ", ".join(row["comfy"] + row["aws"])
         text = (f"**Round trips of {row['scenario']['label']}: {calls}; target: {row['target']}.**")
         if "EventBridge PutEvents" in row["aws"]:
-            text += (" The extra call is the synchronous \"Prompt Submitted\" event; the opt-in change "
-                     "under the warm finding removes it.")
+            text += (" The extra call is the synchronous \"Prompt Submitted\" event, on by default "
+                     "(see the warm finding); `AnnounceSubmissions=false` removes it.")
         lines.append(text)
     return "\n\n".join(lines) or None
 

@@ -177,3 +177,18 @@ def test_no_queue_check_by_default(s3, comfy):
     comfy.routes[("POST", "/prompt")] = PROMPT_OK
     assert run("text_label", {"prompt": "x"})[0] == 200
     assert [c["method"] for c in comfy.calls] == ["POST"]
+
+
+def test_submitted_event_can_be_switched_off(s3, comfy, monkeypatch):
+    from comfy_core import notify
+    from comfy_core.config import get_settings
+
+    sent: list = []
+    monkeypatch.setattr(notify, "prompt_submitted", lambda answer, **kw: sent.append(answer["prompt_id"]))
+    comfy.routes[("POST", "/prompt")] = PROMPT_OK
+    assert run("text_label", {"prompt": "x"})[0] == 200
+    assert len(sent) == 1  # on by default
+    monkeypatch.setenv("ANNOUNCE_SUBMISSIONS", "false")
+    get_settings.cache_clear()
+    assert run("text_label", {"prompt": "x"})[0] == 200
+    assert len(sent) == 1

@@ -70,6 +70,8 @@ class Settings:
     # Backpressure: refuse new prompts (429) while ComfyUI holds this many; 0 = no limit
     # (the check costs one GET /prompt per submission).
     max_queue_depth: int = 0
+    # "ComfyUI Prompt Submitted" on every submission: one synchronous PutEvents (a few ms).
+    announce_submissions: bool = True
     # Event-driven jobs (run_job): the deduplication table and how long a job id is
     # remembered, where rejected jobs go, and the key prefix of job files.
     idempotency_table: str = ""
@@ -109,6 +111,7 @@ class Settings:
             comfyui_auth_header=os.environ.get("COMFYUI_AUTH_HEADER", "").strip() or "Authorization",
             comfyui_auth_parameter=os.environ.get("COMFYUI_AUTH_PARAMETER", "").strip(),
             max_queue_depth=max(0, _int("MAX_QUEUE_DEPTH", 0)),
+            announce_submissions=_bool("ANNOUNCE_SUBMISSIONS", True),
             idempotency_table=os.environ.get("IDEMPOTENCY_TABLE", "").strip(),
             idempotency_expiry=max(60, _int("IDEMPOTENCY_EXPIRY_SECONDS", 86_400)),
             jobs_dlq_url=os.environ.get("JOBS_DLQ_URL", "").strip(),

@@ -10,6 +10,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from . import idempotency, jobs, notify, validation
 from .client import get_client
+from .config import get_settings
 from .errors import BadRequestError, ComfyUIRejectedError
 from .observability import metrics
 from .workflows import get_store
@@ -35,7 +36,8 @@ def submit(
         metrics.add_metric(name="PromptRejected", unit=MetricUnit.Count, value=1)
         raise
     metrics.add_metric(name="PromptSubmitted", unit=MetricUnit.Count, value=1)
-    notify.prompt_submitted(answer, workflow=workflow, job_id=job_id, trigger=trigger)
+    if get_settings().announce_submissions:
+        notify.prompt_submitted(answer, workflow=workflow, job_id=job_id, trigger=trigger)
     return answer
 
 
