@@ -133,3 +133,26 @@ def test_image_bucket_expires_archives_and_incomplete_uploads(template):
     rules = template["Resources"]["ImageBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
     assert any(r.get("ExpirationInDays") == {"Ref": "ImageRetentionDays"} for r in rules)
     assert any("AbortIncompleteMultipartUpload" in r for r in rules)
+
+
+def test_all_storage_is_encrypted_and_no_bucket_is_public():
+    """After the SAM transform: every bucket, queue and table encrypts at rest; no bucket
+    policy allows anyone ("*") anything."""
+    resources = translated(ComfyUIBaseUrl="http://comfy.internal:8188")["Resources"]
+    kinds = {"AWS::S3::Bucket": 0, "AWS::SQS::Queue": 0, "AWS::DynamoDB::Table": 0}
+    for name, resource in resources.items():
+        props = resource.get("Properties", {})
+        kind = resource["Type"]
+        if kind == "AWS::S3::Bucket":
+            assert props["BucketEncryption"]["ServerSideEncryptionConfiguration"], name
+            assert all(props["PublicAccessBlockConfiguration"].values()), name
+        elif kind == "AWS::SQS::Queue":
+            assert props.get("SqsManagedSseEnabled") is True or "KmsMasterKeyId" in props, name
+        elif kind == "AWS::DynamoDB::Table":
+            assert props["SSESpecification"]["SSEEnabled"] is True, name
+        elif kind == "AWS::S3::BucketPolicy":
+            for statement in props["PolicyDocument"]["Statement"]:
+                assert statement["Effect"] == "Deny" or statement.get("Principal") != "*", name
+        if kind in kinds:
+            kinds[kind] += 1
+    assert all(kinds.values()), kinds  # the test saw each kind of storage
