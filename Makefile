@@ -49,6 +49,7 @@ e2e: $(VENV)/.stamp
 
 lint: $(VENV)/.stamp
 	$(VENV)/bin/cfn-lint template.yaml
+	$(PY) -m pyflakes layers functions devtools bench tests
 
 validate: $(SAM_VENV)/.stamp
 	$(SAM) validate --lint

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -31,15 +31,6 @@ PENDING_18_ID = "815bcebb-b8c3-4e39-9913-7b45615db33d"
 UNKNOWN_ID = "00000000-0000-0000-0000-000000000000"
 
 
-@pytest.fixture
-def rsps() -> Iterator[responses.RequestsMock]:
-    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        yield mock
-
-
-@pytest.fixture
-def client() -> ComfyUIClient:
-    return ComfyUIClient(get_settings())
 
 
 def add_history(rsps: responses.RequestsMock, prompt_id: str, body: Any) -> None:

@@ -14,7 +14,7 @@ def reset_container_state() -> None:
     """Forget everything cached per warm container (settings, clients, workflow cache).
 
     For tests and the local stack, which run many "containers" in one process."""
-    from . import archive, client, config, events, invoke, results, storage, workflows
+    from . import client, config, events, invoke, results, storage, workflows
 
     config.get_settings.cache_clear()
     client.reset_client()

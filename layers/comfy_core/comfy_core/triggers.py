@@ -28,7 +28,6 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from . import idempotency, submission, webhooks
 from .api import error_body
-from .client import get_client
 from .config import Settings, get_settings
 from .errors import (
     BadRequestError,
@@ -41,7 +40,6 @@ from .errors import (
 )
 from .observability import logger, metrics
 from .storage import client_error_code, s3_client
-from .workflows import get_store
 
 RUN_DETAIL_TYPE = "Run ComfyUI Workflow"
 S3_CREATED_DETAIL_TYPE = "Object Created"
