@@ -17,10 +17,9 @@ Results go to the archiver section of docs/benchmarks.md. ``--quick`` runs a sma
 
 from __future__ import annotations
 
-import importlib
-
 import argparse
 import hashlib
+import importlib
 import json
 import logging
 import os
