@@ -176,7 +176,7 @@ def error_response(exc: Exception) -> dict[str, Any]:
             logger.info("Request refused", extra={"error": exc.message, "status_code": status})
         return json_response(status, error_body(exc), exc.headers)
     logger.exception("Unhandled exception")
-    return json_response(500, {"error": "Internal server error", "status_code": 500})
+    return json_response(500, error_body(exc))
 
 
 Handler = Callable[[Request], Any]
