@@ -16,8 +16,14 @@ export AWS_DEFAULT_REGION ?= us-east-1
 .PHONY: help dev test unit functional e2e lint validate build bench clean
 
 help:
-	@echo "make dev    run the whole API locally (moto S3 + ComfyUI stand-in unless COMFYUI_BASE_URL)"
-	@echo "make test   lint the template, run every test tier, sam validate and sam build"
+	@echo "make dev         run the whole API locally (moto S3 + ComfyUI stand-in unless COMFYUI_BASE_URL)"
+	@echo "make test        lint, every test tier, sam validate and sam build"
+	@echo "make unit | functional | e2e   one test tier"
+	@echo "make lint        cfn-lint and pyflakes"
+	@echo "make validate    sam validate --lint"
+	@echo "make build       sam build + precompiled .pyc (needs python3.13)"
+	@echo "make bench       benchmarks into docs/benchmarks.md"
+	@echo "make clean       remove virtualenvs and build output"
 
 $(VENV)/.stamp: requirements-dev.txt layers/comfy_core/requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -59,8 +65,10 @@ validate: $(SAM_VENV)/.stamp
 # cold start recompiles the layer (~130 ms, see docs/benchmarks.md). unchecked-hash because
 # the deployment zip keeps file times only to 2 s, which would make timestamped .pyc stale.
 build: $(SAM_VENV)/.stamp
+	@test -n "$(PY313)" && "$(PY313)" -c 'import sys; assert sys.version_info[:2] == (3, 13)' \
+		|| { echo "make build: needs python3.13 (pyenv 3.13.x, or python3.13 on PATH)" >&2; exit 1; }
 	PATH="$(dir $(PY313)):$$PATH" $(SAM) build --build-dir $(BUILD_DIR)
-	$(if $(PY313),$(PY313),$(PYTHON)) -m compileall -q -j 0 --invalidation-mode unchecked-hash \
+	$(PY313) -m compileall -q -j 0 --invalidation-mode unchecked-hash \
 		$(BUILD_DIR)/ComfyCoreLayer/python $(BUILD_DIR)/*Function
 
 bench: $(VENV)/.stamp

@@ -191,3 +191,13 @@ def test_all_storage_is_encrypted_and_no_bucket_is_public():
         if kind in kinds:
             kinds[kind] += 1
     assert all(kinds.values()), kinds  # the test saw each kind of storage
+
+
+def test_two_comfyui_calls_fit_in_the_function_timeout(template):
+    """task_status and cancel call ComfyUI twice: both full waits must end before the
+    function (and API Gateway) does, or the client gets a bare gateway error."""
+    from comfy_core.config import Settings
+
+    settings = Settings.from_env()
+    one_call = settings.connect_timeout + settings.read_timeout
+    assert 2 * one_call < template["Globals"]["Function"]["Timeout"] < 29

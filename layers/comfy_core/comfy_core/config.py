@@ -45,8 +45,10 @@ class Settings:
     comfyui_public_url: str
     workflow_bucket: str
     workflow_prefix: str
-    # API Gateway gives up after 29 s: connect + read must finish well before that so the
-    # client gets our 504 with the error envelope instead of API Gateway's bare timeout.
+    # API Gateway gives up after 29 s and the functions after 28 s. A request may make two
+    # ComfyUI calls in a row (task_status, cancel: history then queue), so two full waits,
+    # 2 x (3.05 + 10) s, must fit in that budget: the client then gets our 504 envelope,
+    # never API Gateway's bare timeout. ComfyUI answers these endpoints in milliseconds.
     connect_timeout: float
     read_timeout: float
     get_retries: int
@@ -96,7 +98,7 @@ class Settings:
             workflow_bucket=os.environ.get("WORKFLOW_BUCKET", "").strip(),
             workflow_prefix=_prefix("WORKFLOW_PREFIX", "workflows/"),
             connect_timeout=_float("COMFYUI_CONNECT_TIMEOUT", 3.05),
-            read_timeout=_float("COMFYUI_READ_TIMEOUT", 20.0),
+            read_timeout=_float("COMFYUI_READ_TIMEOUT", 10.0),
             get_retries=_int("COMFYUI_GET_RETRIES", 2),
             max_body_bytes=_int("MAX_BODY_BYTES", 1_048_576),
             history_default_items=_int("HISTORY_DEFAULT_MAX_ITEMS", 100),
