@@ -1,8 +1,10 @@
 """Archiver benchmark: throughput against plain boto3, and peak memory on a big file.
 
-Everything runs on 127.0.0.1: a moto S3 server and the ComfyUI stand-in live in this
-process; each measured upload runs in a fresh child process (``--child``), so its memory
-is its own and neither side shares a GIL with the servers differently from the other.
+Everything runs on 127.0.0.1: a local stack (``devtools.dev.LocalStack``: moto with the
+template's buckets, and the ComfyUI stand-in) lives in this process; each measured upload
+runs in a fresh child process (``devtools.archive_probe``) with the archiver's environment
+from the template, so its memory is its own and neither side shares a GIL with the servers
+differently from the other.
 
 * throughput: the archiver (GET /view from the stand-in, streamed into S3) against
   ``boto3 upload_fileobj`` of the same file from disk to the same endpoint, alternated,
@@ -18,28 +20,19 @@ Results go to the archiver section of docs/benchmarks.md. ``--quick`` runs a sma
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib
 import json
 import logging
-import os
-import random
-import shutil
 import subprocess
 import sys
-import tempfile
-import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.common import DOC, MIB, REPO, Target, machine, now, summarise, tally, write_regions
+from bench.common import DOC, MIB, REPO, Target, machine, now, summarise, tally, verdict, write_regions
+from devtools.archive_probe import make_file, probe, probe_environment
+from devtools.dev import LocalStack
 
-BUCKET = "bench-images"
-REGION = "us-east-1"
+IMAGE_BUCKET = "ImageBucket"  # the template's logical id
 THROUGHPUT_TARGET = 0.8
 MEMORY_TARGET_MIB = 64
 # Finished prompts in the stand-in's history for the "nothing new" sweeps.
@@ -50,166 +43,7 @@ FULL = {"runs": 7, "size_mib": 256, "memory_mib": 512}
 QUICK = {"runs": 3, "size_mib": 64, "memory_mib": 128}
 
 
-# -- source files ------------------------------------------------------------------------
-def make_file(path: Path, size: int) -> None:
-    """A sparse file of `size` bytes, fast to create whatever its size, with a random 4 KiB
-    block at every MiB so parts stored out of order or twice change its hash."""
-    rng = random.Random(size)
-    with open(path, "wb") as handle:
-        handle.truncate(size)
-        for offset in range(0, size, MIB):
-            handle.seek(offset)
-            handle.write(rng.randbytes(min(4096, size - offset)))
-
-
-def sha256_chunks(chunks: Any) -> str:
-    digest = hashlib.sha256()
-    for chunk in chunks:
-        digest.update(chunk)
-    return digest.hexdigest()
-
-
-def sha256_file(path: Path) -> str:
-    with open(path, "rb") as handle:
-        return sha256_chunks(iter(lambda: handle.read(MIB), b""))
-
-
-# -- the stack -----------------------------------------------------------------------------
-@dataclass
-class Stack:
-    endpoint: str
-    comfyui_url: str
-    output_dir: Path
-    s3: Any
-    standin: Any  # devtools.comfyui_standin.ComfyUIStandIn
-
-    def child_env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update(
-            AWS_ENDPOINT_URL=self.endpoint,
-            AWS_ACCESS_KEY_ID="testing",
-            AWS_SECRET_ACCESS_KEY="testing",
-            AWS_DEFAULT_REGION=REGION,
-            COMFYUI_BASE_URL=self.comfyui_url,
-            IMAGE_BUCKET=BUCKET,
-            IMAGE_PREFIX="images/",
-            BENCH_OUTPUT_DIR=str(self.output_dir),
-            PYTHONPATH=os.pathsep.join([str(REPO), str(REPO / "layers" / "comfy_core")]),
-            POWERTOOLS_DEV="false",
-            POWERTOOLS_LOG_LEVEL="ERROR",
-        )
-        env.pop("AWS_PROFILE", None)
-        return env
-
-    def empty_bucket(self) -> None:
-        """Free moto's copies between runs: it keeps objects in this process."""
-        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=BUCKET):
-            for item in page.get("Contents") or []:
-                self.s3.delete_object(Bucket=BUCKET, Key=item["Key"])
-
-
-@contextmanager
-def local_stack() -> Iterator[Stack]:
-    """moto S3 server + ComfyUI stand-in on free ports of 127.0.0.1."""
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    from devtools.comfyui_standin import ComfyUIStandIn
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's server logs every request
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    moto.start()
-    root = tempfile.mkdtemp(prefix="bench-comfyui-")
-    standin = ComfyUIStandIn(root, port=0).start()
-    try:
-        host, port = moto.get_host_and_port()
-        endpoint = f"http://{host}:{port}"
-        s3 = boto3.client(
-            "s3",
-            endpoint_url=endpoint,
-            region_name=REGION,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
-        s3.create_bucket(Bucket=BUCKET)
-        yield Stack(endpoint, standin.base_url, Path(standin.output_dir), s3, standin)
-    finally:
-        standin.stop()
-        moto.stop()
-        shutil.rmtree(root, ignore_errors=True)
-
-
-def run_child(stack: Stack, kind: str, filename: str = "", memory: bool = False) -> dict[str, Any]:
-    """Measure one upload (or count two sweeps) in a fresh process; returns its JSON report."""
-    command = [sys.executable, "-m", "bench.archiver", "--child", kind, "--file", filename]
-    if memory:
-        command.append("--memory")
-    done = subprocess.run(
-        command, cwd=REPO, env=stack.child_env(), capture_output=True, text=True, timeout=1800, check=False
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"child {kind} failed ({done.returncode}):\n{done.stderr[-4000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
-# -- child side: memory probes -------------------------------------------------------------
-def _status_kib(field: str) -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    except OSError:
-        return None
-    return None
-
-
-def _reset_peak_rss() -> bool:
-    """Linux lets a process reset its own peak RSS (VmHWM); elsewhere the peak so far stays."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-    except OSError:
-        return False
-    return True
-
-
-def _rss_now() -> int:
-    kib = _status_kib("VmRSS")
-    return kib * 1024 if kib is not None else _rss_peak()
-
-
-def _rss_peak() -> int:
-    kib = _status_kib("VmHWM")
-    if kib is not None:
-        return kib * 1024
-    import resource
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB elsewhere
-
-
-def _archive(filename: str) -> int:
-    from comfy_core import archive
-
-    entry = {
-        "outputs": {"9": {"images": [{"filename": filename, "subfolder": "", "type": "output"}]}},
-        "status": {"status_str": "success", "completed": True, "messages": []},
-    }
-    result = archive.archive_prompt(uuid.uuid4().hex, entry)
-    if result.status != "archived" or result.stored != 1:
-        raise RuntimeError(f"archive failed: {result.summary()}")
-    return result.bytes
-
-
-def _baseline(filename: str) -> int:
-    from comfy_core.storage import s3_client  # same client settings as the archiver
-
-    path = Path(os.environ["BENCH_OUTPUT_DIR"]) / filename
-    key = f"baseline/{uuid.uuid4().hex}/{filename}"
-    with open(path, "rb") as handle:
-        s3_client().upload_fileobj(handle, BUCKET, key)
-    return path.stat().st_size
-
-
+# -- child side: two sweeps, counted ---------------------------------------------------------
 def _sweep_run() -> dict[str, Any]:
     """One archiver run over the stand-in's history, with its round trips counted."""
     importlib.import_module("botocore.client")  # loaded first, so the counters see every S3 call
@@ -237,94 +71,69 @@ def sweep_child() -> dict[str, Any]:
     return {"first": _sweep_run(), "second": _sweep_run()}
 
 
-def child(kind: str, filename: str, memory: bool) -> dict[str, Any]:
-    import gc
-    import tracemalloc
-
-    upload = _archive if kind == "archive" else _baseline
-    upload("warmup.bin")  # imports, clients and connection pools exist before measuring
-    gc.collect()
-    precise = _reset_peak_rss()
-    before = _rss_now()
-    if memory:
-        tracemalloc.start()
-    started = time.perf_counter()
-    size = upload(filename)
-    seconds = time.perf_counter() - started
-    traced = tracemalloc.get_traced_memory()[1] if memory else None
-    tuning = {}
-    if kind == "archive":
-        from comfy_core import archive
-
-        tuning = {"part_mib": archive.PART_SIZE / MIB, "parts_in_flight": archive.PARTS_IN_FLIGHT}
-    return {
-        **tuning,
-        "kind": kind,
-        "bytes": size,
-        "seconds": seconds,
-        "rss_before": before,
-        "rss_peak": _rss_peak(),
-        "peak_reset": precise,
-        "tracemalloc_peak": traced,
-    }
-
-
 # -- parent side ----------------------------------------------------------------------------
-def measure(stack: Stack, kind: str, filename: str, memory: bool = False) -> dict[str, Any]:
-    report = run_child(stack, kind, filename, memory)
-    report["mib_per_s"] = report["bytes"] / MIB / report["seconds"]
-    report["rss_growth"] = report["rss_peak"] - report["rss_before"]
-    return report
+def run_sweeps(stack: LocalStack) -> dict[str, Any]:
+    """Count two sweeps in a fresh process (``--child sweep``); returns its JSON report."""
+    done = subprocess.run([sys.executable, "-m", "bench.archiver", "--child", "sweep"], cwd=REPO,
+                          env=probe_environment(stack), capture_output=True, text=True, timeout=1800,
+                          check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"child sweep failed ({done.returncode}):\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def seed_history(stack: Stack) -> None:
+def seed_history(stack: LocalStack) -> None:
     """Finished prompts with files in the stand-in's history, as the sweeps find them."""
     from bench.stack import finished, post_prompt, wait_for
 
+    base_url = stack.standin.base_url
     for workflow in SWEEP_WORKFLOWS:
-        prompt_id = post_prompt(stack.comfyui_url, workflow)
-        wait_for(lambda: finished(stack.comfyui_url, prompt_id), f"prompt {prompt_id}")
+        prompt_id = post_prompt(base_url, workflow)
+        wait_for(lambda: finished(base_url, prompt_id), f"prompt {prompt_id}")
 
 
-def nothing_new(stack: Stack) -> dict[str, Any]:
+def nothing_new(stack: LocalStack) -> dict[str, Any]:
     seed_history(stack)
-    report = run_child(stack, "sweep")
+    report = run_sweeps(stack)
     second = report["second"]
     print(f"  nothing new: {second['downloads']} downloads, {second['uploads']} uploads", file=sys.stderr)
-    stack.empty_bucket()
+    stack.empty_bucket(IMAGE_BUCKET)
     return report
 
 
 def run(runs: int, size_mib: int, memory_mib: int) -> dict[str, Any]:
     results: dict[str, Any] = {"runs": runs, "size_mib": size_mib, "memory_mib": memory_mib}
-    with local_stack() as stack:
-        make_file(stack.output_dir / "warmup.bin", 256 * 1024)
-        make_file(stack.output_dir / "throughput.bin", size_mib * MIB)
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's server logs every request
+    # No schedules: the archiver must not run in this process while a child is measured.
+    with LocalStack(port=0, standin_delay=0, schedule_every=0) as stack:
+        stack.empty_bucket(IMAGE_BUCKET)  # moto's objects outlive a stack in this process
+        output_dir = Path(stack.standin.output_dir)
+        make_file(output_dir / "throughput.bin", size_mib * MIB)
         speeds: dict[str, list[float]] = {"archive": [], "baseline": []}
         for number in range(runs):
             # Alternate, and swap who goes first, so drift hits both sides alike.
             order = ("archive", "baseline") if number % 2 == 0 else ("baseline", "archive")
             for kind in order:
-                report = measure(stack, kind, "throughput.bin")
+                report = probe(stack, kind, "throughput.bin")
                 speeds[kind].append(report["mib_per_s"])
                 print(
                     f"  run {number + 1}/{runs} {kind:8s} {report['mib_per_s']:7.1f} MiB/s", file=sys.stderr
                 )
-                stack.empty_bucket()
-        (stack.output_dir / "throughput.bin").unlink()
+                stack.empty_bucket(IMAGE_BUCKET)
+        (output_dir / "throughput.bin").unlink()
         results["archive"] = summarise(speeds["archive"])
         results["baseline"] = summarise(speeds["baseline"])
         results["ratio"] = results["archive"]["median"] / results["baseline"]["median"]
 
-        big = stack.output_dir / "memory.bin"
+        big = output_dir / "memory.bin"
         make_file(big, memory_mib * MIB)
-        results["memory_archive"] = measure(stack, "archive", big.name, memory=True)
+        results["memory_archive"] = probe(stack, "archive", big.name, memory=True)
         print(
             f"  memory archive: +{results['memory_archive']['rss_growth'] / MIB:.1f} MiB RSS", file=sys.stderr
         )
-        stack.empty_bucket()
-        results["memory_baseline"] = measure(stack, "baseline", big.name, memory=True)
-        stack.empty_bucket()
+        stack.empty_bucket(IMAGE_BUCKET)
+        results["memory_baseline"] = probe(stack, "baseline", big.name, memory=True)
+        stack.empty_bucket(IMAGE_BUCKET)
         big.unlink()
         results["sweeps"] = nothing_new(stack)
     return results
@@ -369,8 +178,8 @@ def markdown(results: dict[str, Any], date: str | None = None, machine_text: str
             f"{m['mib_per_s']:.1f} |"
         )
 
-    ratio_ok = "meets" if results["ratio"] >= THROUGHPUT_TARGET else "MISSES"
-    mem_ok = "meets" if mem_a["rss_growth"] < MEMORY_TARGET_MIB * MIB else "MISSES"
+    ratio_ok = verdict(results["ratio"] >= THROUGHPUT_TARGET)
+    mem_ok = verdict(mem_a["rss_growth"] < MEMORY_TARGET_MIB * MIB)
     sweeps = results["sweeps"]
     quick = " (quick mode)" if results.get("quick") else ""
     return "\n".join(
@@ -379,8 +188,9 @@ def markdown(results: dict[str, Any], date: str | None = None, machine_text: str
             "",
             f"- Date: {date}",
             f"- Machine: {machine_text}",
-            "- Setup: moto S3 server and the ComfyUI stand-in on 127.0.0.1 in the bench process; each "
-            "upload measured in a fresh child process after a warm-up upload (imports, clients, pools).",
+            "- Setup: the local stack (moto with the template's buckets, the ComfyUI stand-in) on "
+            "127.0.0.1 in the bench process; each upload measured in a fresh child process with the "
+            "archiver's environment from template.yaml, after a warm-up upload (imports, clients, pools).",
             "- Archiver: `comfy_core.archive.archive_prompt` streaming `GET /view` into S3 "
             f"({mem_a['part_mib']:.0f} MiB parts, {mem_a['parts_in_flight']} in flight). "
             "Baseline: boto3 `upload_fileobj` of the same file from disk, default TransferConfig, "
@@ -423,7 +233,7 @@ def markdown(results: dict[str, Any], date: str | None = None, machine_text: str
             _sweep_row("second (nothing new)", sweeps["second"]),
             "",
             f"Second run: **{sweeps['second']['downloads']} downloads, {sweeps['second']['uploads']} "
-            f"uploads** (target 0 and 0: {'meets' if nothing_new_met(results) else 'MISSES'}).",
+            f"uploads** (target 0 and 0: {verdict(nothing_new_met(results))}).",
             "",
         ]
     )
@@ -452,15 +262,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size-mib", type=int, help=f"throughput file size, default {FULL['size_mib']}")
     parser.add_argument("--memory-mib", type=int, help=f"memory test file size, default {FULL['memory_mib']}")
     parser.add_argument("--output", type=Path, default=DOC)
-    parser.add_argument("--child", choices=("archive", "baseline", "sweep"), help=argparse.SUPPRESS)
-    parser.add_argument("--file", help=argparse.SUPPRESS)
-    parser.add_argument("--memory", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=("sweep",), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child == "sweep":
         print(json.dumps(sweep_child()))
-        return 0
-    if args.child:
-        print(json.dumps(child(args.child, args.file, args.memory)))
         return 0
     text = markdown(run_all(args.quick, args.runs, args.size_mib, args.memory_mib))
     write_regions(args.output, {"archiver": text})

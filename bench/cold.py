@@ -8,6 +8,10 @@ the local stack. Two figures per run, both from spawn:
   invoke. The targets are judged on it.
 * whole process: spawn to exit, as the parent sees it (adds interpreter teardown).
 
+A run counts only when the handler answered as it should (a 2xx proxy response; the
+archiver: a run summary with status ok); other runs are left out of the figures and
+reported, and a function with such runs misses its target.
+
 Baselines, measured the same way in the same rounds: ``import boto3`` and
 ``import boto3; boto3.client("s3")``. Rounds alternate direction so drift hits all alike.
 
@@ -32,6 +36,7 @@ from typing import Any
 
 from bench.common import REPO, Target, summarise, verdict
 from bench.stack import FunctionInfo, Stack, template_functions
+from devtools.template import Template
 
 CHILD_CODE = (Path(__file__).parent / "cold_child.py").read_text(encoding="utf-8")
 CLIENT_FACTOR = 1.3  # an S3 function may take this much of "import boto3 + client"
@@ -56,9 +61,9 @@ class Subject:
     info: FunctionInfo | None = None
 
 
-def measured_functions() -> list[FunctionInfo]:
+def measured_functions(template: Template | None = None) -> list[FunctionInfo]:
     """Every function with an Api event in template.yaml, plus the archiver."""
-    return [f for f in template_functions() if f.api or f.name == "archiver"]
+    return [f for f in template_functions(template) if f.api or f.name == "archiver"]
 
 
 def event_file(name: str) -> Path:
@@ -68,22 +73,29 @@ def event_file(name: str) -> Path:
 def subjects(stack: Stack, build_dir: Path | None) -> list[Subject]:
     base = stack.lambda_env()
     found = [Subject(key, "", key, REPO, base) for key in BASELINES]
-    for info in measured_functions():
-        env = stack.lambda_env(COMFY_OF.get(info.name, "main"))
+    measured = measured_functions(stack.local.template)
+    for info in measured:
+        env = stack.lambda_env(COMFY_OF.get(info.name, "main"), info.name)
         found.append(Subject(info.name, "source", f"functions.{info.name}.app", REPO, env,
                              event_file(info.name), info))
     if build_dir is not None:
         build_dir = build_dir.resolve()  # the children run inside it
         layer = build_dir / "ComfyCoreLayer" / "python"
-        for info in measured_functions():
+        for info in measured:
             folder = build_dir / info.logical_id
             if not folder.is_dir():
                 continue
-            env = stack.lambda_env(COMFY_OF.get(info.name, "main"),
+            env = stack.lambda_env(COMFY_OF.get(info.name, "main"), info.name,
                                    PYTHONPATH=os.pathsep.join([str(folder), str(layer)]),
                                    PYTHONDONTWRITEBYTECODE="1")
             found.append(Subject(info.name, "built", "app", folder, env, event_file(info.name), info))
     return found
+
+
+def answered(outcome: str) -> bool:
+    """The handler answered as it should: a 2xx proxy response, or a run summary with status
+    ok (the archiver; the baselines report ok too)."""
+    return outcome == "ok" or (outcome.isdigit() and 200 <= int(outcome) < 300)
 
 
 def run_once(subject: Subject, result_dir: Path, breakdown: bool = False) -> dict[str, Any]:
@@ -102,6 +114,7 @@ def run_once(subject: Subject, result_dir: Path, breakdown: bool = False) -> dic
     if done.returncode != 0 or not result.exists():
         raise RuntimeError(f"cold {subject.layout} {subject.key} failed:\n{done.stderr[-3000:]}")
     report = json.loads(result.read_text(encoding="utf-8"))
+    report["answered"] = answered(report["outcome"])
     report["whole_ms"] = (ended - spawned) / 1e6
     report["spawn_ms"] = (report["answered_ns"] - spawned) / 1e6 if report.get("answered_ns") else None
     if breakdown:
@@ -135,7 +148,9 @@ def breakdowns(todo: list[Subject], timed: list[dict[str, Any]], result_dir: Pat
     for subject in todo:
         if subject.layout == "source" and subject.key in loads_boto3:
             reports = [run_once(subject, result_dir, breakdown=True) for _ in range(BREAKDOWN_RUNS)]
-            found[subject.key] = _breakdown(reports, known)
+            reports = [report for report in reports if report["answered"]]
+            if reports:
+                found[subject.key] = _breakdown(reports, known)
     return found
 
 
@@ -172,13 +187,28 @@ def run(stack: Stack, runs: int, build_dir: Path | None) -> dict[str, Any]:
             for subject in order:
                 samples[(subject.layout, subject.key)].append(run_once(subject, Path(tmp)))
             print(f"  cold round {number + 1}/{runs}", file=sys.stderr)
+        _check_answers(samples)
         rows = [_figures(s, samples[(s.layout, s.key)]) for s in todo]
         found = breakdowns(todo, rows, Path(tmp))
     return {"runs": runs, "build_dir": str(build_dir) if build_dir else None, "subjects": rows,
             "breakdown": found}
 
 
+def _check_answers(samples: dict[tuple[str, str], list[dict[str, Any]]]) -> None:
+    """Report runs whose handler did not answer as it should; stop when no run of a subject did."""
+    for (layout, key), reports in samples.items():
+        failed = [r["outcome"] for r in reports if not r["answered"]]
+        if failed:
+            print(f"  cold {layout or 'baseline'} {key}: {len(failed)} of {len(reports)} runs answered "
+                  f"{', '.join(sorted(set(failed)))}; left out of the figures", file=sys.stderr)
+        if len(failed) == len(reports):
+            raise RuntimeError(f"cold {layout} {key}: no run answered as expected "
+                               f"(got {', '.join(sorted(set(failed)))})")
+
+
 def _figures(subject: Subject, reports: list[dict[str, Any]]) -> dict[str, Any]:
+    failed = [r["outcome"] for r in reports if not r["answered"]]
+    reports = [r for r in reports if r["answered"]]  # a cold start counts only when it answered
     key = "spawn_ms" if all(r["spawn_ms"] is not None for r in reports) else "whole_ms"
     info = subject.info
     return {
@@ -190,7 +220,8 @@ def _figures(subject: Subject, reports: list[dict[str, Any]]) -> dict[str, Any]:
         "whole": summarise([r["whole_ms"] for r in reports]),
         "import": summarise([r["import_ms"] for r in reports]),
         "boto3": sorted({r["boto3"] for r in reports}),
-        "outcomes": sorted({r["outcome"] for r in reports}),
+        "failures": len(failed),  # runs left out: the handler did not answer as it should
+        "failed_outcomes": sorted(set(failed)),
     }
 
 
@@ -213,16 +244,24 @@ def judge(results: dict[str, Any]) -> None:
             row["target"] = "no boto3, ≤ baseline 1"
             row["limit"] = plain
             row["met"] = row["boto3"] == [False] and row["spawn"]["median"] <= plain
+        row["met"] = row["met"] and not row.get("failures")  # a cold start that fails is no cold start
 
 
 def targets(results: dict[str, Any]) -> list[Target]:
     return [
         Target(f"Cold init, {row['layout']} layout", f"`{row['key']}`: {row['target']}",
                f"{row['spawn']['median']:.0f} ms vs {row['limit']:.0f} ms"
-               + ("" if row["uses_s3"] or row["boto3"] == [False] else ", imports boto3"),
+               + ("" if row["uses_s3"] or row["boto3"] == [False] else ", imports boto3")
+               + _failed(row),
                row["met"])
         for row in results["subjects"] if row["layout"]
     ]
+
+
+def _failed(row: dict[str, Any]) -> str:
+    if not row.get("failures"):
+        return ""
+    return f", {row['failures']} runs failed ({', '.join(row['failed_outcomes'])})"
 
 
 def _ms(stats: dict[str, float]) -> str:
@@ -237,7 +276,8 @@ def _row(row: dict[str, Any]) -> str:
         boto3 = "yes" if True in row["boto3"] else "no"
         # Median against the limit: how close to it, whichever side.
         use = row["spawn"]["median"] / row["limit"]
-        target, met = row["target"], f"{verdict(row['met'])} ({use:.2f} of limit {row['limit']:.0f})"
+        target = row["target"]
+        met = f"{verdict(row['met'])} ({use:.2f} of limit {row['limit']:.0f}{_failed(row)})"
     return (f"| {name} | {s3} | {boto3} | {_ms(row['spawn'])} | "
             f"{row['whole']['median']:.0f} | {row['import']['median']:.0f} | {target} | {met} |")
 
@@ -275,11 +315,13 @@ def markdown(results: dict[str, Any], date: str, machine: str) -> str:
         f"- Machine: {machine}",
         f"- {results['runs']} runs per subject after a discarded warm-up round, rounds alternating "
         "direction; baselines measured in the same rounds.",
-        "- Each run: a fresh interpreter with the functions' environment (COMFYUI_BASE_URL at a "
-        "stand-in with delay 0, WORKFLOW_BUCKET/IMAGE_BUCKET, AWS_ENDPOINT_URL at a moto server, "
-        "dummy credentials, POWERTOOLS_TRACE_DISABLED=true) imports the handler and serves its "
-        "first event from `events/` (the archiver: `archiver_scheduled.json`, a sweep with "
-        "nothing new). Prompt-id events ask about a finished prompt that is already archived.",
+        "- Each run: a fresh interpreter with the function's environment from template.yaml "
+        "(parameter defaults, ComfyUIBaseUrl at a stand-in with delay 0; AWS_ENDPOINT_URL at a moto "
+        "server with the template's buckets, dummy credentials, no other AWS endpoint or config; "
+        "baselines get the same) imports the handler and serves its first event from `events/` "
+        "(the archiver: `archiver_scheduled.json`, a sweep with nothing new). Prompt-id events ask "
+        "about a finished prompt that is already archived. A run counts only when the handler "
+        "answered 2xx (the archiver: status ok).",
         "- spawn → answer: from just before the spawn to the first answer (Lambda init + first "
         "invoke); the targets use its median. Whole process adds the interpreter's exit.",
         "- Targets: a function whose policies in template.yaml grant no S3 access must not import "

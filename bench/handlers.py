@@ -25,7 +25,8 @@ import statistics
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -158,6 +159,29 @@ WARM: tuple[Scenario, ...] = (
 
 
 # -- child: counting ---------------------------------------------------------------------------------
+@contextmanager
+def watching_comfy(see: Callable[[str, str, dict[str, Any]], None]) -> Iterator[None]:
+    """Call ``see(method, url, kwargs)`` before each request of comfy_core's client session."""
+    from comfy_core.client import get_client
+
+    session = get_client().session
+    original = session.request
+    had_own = "request" in vars(session)  # already watched: put that wrapper back after
+
+    def request(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        see(method, url, kwargs)
+        return original(method, url, *args, **kwargs)
+
+    session.request = request  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        if had_own:
+            session.request = original  # type: ignore[method-assign]
+        else:
+            del session.request
+
+
 class Counters:
     """Round trips made during one call: ComfyUI requests (through comfy_core's client
     session), AWS operations (every botocore client), workflow bodies downloaded."""
@@ -166,30 +190,19 @@ class Counters:
         self.comfy: list[str] = []
         self.aws: list[str] = []
         self.aws_ms: list[float] = []  # how long each AWS operation took, for the report
-        self._undo: list[Callable[[], None]] = []
+        self._watches = ExitStack()
 
     def __enter__(self) -> "Counters":
-        self._watch_comfy()
+        self._watches.enter_context(watching_comfy(self._count_comfy))
         self._watch_aws()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for undo in reversed(self._undo):
-            undo()
+        self._watches.close()
 
-    def _watch_comfy(self) -> None:
-        from comfy_core.client import get_client
-
-        session = get_client().session
-        original = session.request
-
-        def request(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
-            path = url.split("://", 1)[-1].partition("/")[2].partition("?")[0]
-            self.comfy.append(f"{method} /{_shown(path)}")
-            return original(method, url, *args, **kwargs)
-
-        session.request = request  # type: ignore[method-assign]
-        self._undo.append(lambda: delattr(session, "request"))
+    def _count_comfy(self, method: str, url: str, kwargs: dict[str, Any]) -> None:
+        path = url.split("://", 1)[-1].partition("/")[2].partition("?")[0]
+        self.comfy.append(f"{method} /{_shown(path)}")
 
     def _watch_aws(self) -> None:
         if "botocore.client" not in sys.modules:
@@ -210,7 +223,7 @@ class Counters:
                 counters.aws_ms.append((time.perf_counter_ns() - started) / 1e6)
 
         BaseClient._make_api_call = counting  # type: ignore[method-assign]
-        self._undo.append(lambda: setattr(BaseClient, "_make_api_call", original))
+        self._watches.callback(setattr, BaseClient, "_make_api_call", original)
 
 
 def _downloads() -> int | None:
@@ -237,24 +250,17 @@ def _status(answer: Any) -> str:
     return str(answer.get("status")) if isinstance(answer, dict) else type(answer).__name__
 
 
-def _capture_prompt(call: Callable[[], Any]) -> tuple[Any, dict[str, Any] | None]:
+def _capture_prompt(call: Callable[[], Any]) -> dict[str, Any] | None:
     """Make one handler call and keep the body it POSTed to /prompt, if any."""
-    from comfy_core.client import get_client
+    seen: list[dict[str, Any]] = []
 
-    session = get_client().session
-    original, seen = session.request, []
-
-    def request(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+    def see(method: str, url: str, kwargs: dict[str, Any]) -> None:
         if method == "POST" and url.endswith("/prompt"):
             seen.append(json.loads(kwargs["data"]))
-        return original(method, url, *args, **kwargs)
 
-    session.request = request  # type: ignore[method-assign]
-    try:
-        answer = call()
-    finally:
-        del session.request
-    return answer, (seen[0] if seen else None)
+    with watching_comfy(see):
+        call()
+    return seen[0] if seen else None
 
 
 def _aws_ms(handler: Callable[[], Any], first: Counters, repeats: int = 20) -> list[float]:
@@ -286,7 +292,7 @@ def child(scenario: Scenario, iterations: int) -> dict[str, Any]:
         # The same event object each time (no copy inside the timing): handlers only read it.
         return module.lambda_handler(event, context)
 
-    first, captured = _capture_prompt(handler)  # the cold request; also the POST body to copy
+    captured = _capture_prompt(handler)  # the cold request; also the POST body to copy
     direct = Direct(event, captured)
     recipe = RECIPES[scenario.direct]
 
@@ -317,7 +323,6 @@ def child(scenario: Scenario, iterations: int) -> dict[str, Any]:
     report: dict[str, Any] = {
         "scenario": asdict(scenario),
         "iterations": iterations,
-        "first_status": _status(first),
         "status": _status(answer),
         "comfy": counted.comfy,
         "aws": counted.aws,

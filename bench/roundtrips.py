@@ -34,10 +34,11 @@ def _cached_workflow(row: dict[str, Any]) -> bool:
 def scenarios(stack: Stack) -> list[Counted]:
     ids = stack.prompt_ids
     by_function = {scenario.function: scenario for scenario in WARM}
-    # Deployed, ARCHIVER_FUNCTION_NAME is set: a finished prompt without a manifest asks the
-    # archiver to copy it now (an asynchronous Lambda invoke; moto has no such function).
+    # ARCHIVER_FUNCTION_NAME comes from the template: a finished prompt without a manifest asks
+    # the archiver to copy it now (an asynchronous Lambda invoke; the child's only AWS endpoint
+    # is moto, which has no such function, see Stack.lambda_env).
     unarchived = Scenario("task_status (finished, not archived yet)", "task_status", "task_status", "none",
-                          "sink", ids["unarchived"], (("ARCHIVER_FUNCTION_NAME", "bench-archiver"),))
+                          "sink", ids["unarchived"])
     pending = Scenario("task_status (pending)", "task_status", "task_status", "none", "busy", ids["pending"])
     running = Scenario("task_status (running)", "task_status", "task_status", "none", "busy", ids["running"])
     targeted = [

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -77,12 +78,17 @@ def measure(build_dir: Path) -> dict[str, Any]:
 
 
 def run(rebuild: bool) -> dict[str, Any]:
-    error = build() if rebuild else None
-    if error and not BUILD_DIR.is_dir():
-        raise RuntimeError(f"`make build` failed and there is no earlier build:\n{error}")
+    """Sizes of a fresh `make build`; with rebuild=False (--no-build) of the build already there,
+    reported as such with its date. A failed build stops here: measuring the earlier build
+    instead would report sizes of code that is not the current one."""
+    if rebuild and (error := build()):
+        raise RuntimeError("`make build` failed; not measuring the earlier .aws-sam/build "
+                           f"(--no-build measures it knowingly):\n{error}")
     results = measure(BUILD_DIR)
-    results["rebuilt"] = rebuild and error is None
-    results["build_error"] = error
+    results["rebuilt"] = rebuild
+    stamp = BUILD_DIR / "template.yaml"  # written by every `sam build`
+    built = (stamp if stamp.exists() else BUILD_DIR).stat().st_mtime
+    results["built_at"] = datetime.fromtimestamp(built, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     return results
 
 
@@ -106,9 +112,9 @@ def _row(row: dict[str, Any]) -> str:
 
 def markdown(results: dict[str, Any], date: str, machine: str) -> str:
     layer = results["layer"]
-    source = ("`make build` in this run" if results["rebuilt"]
-              else "an existing `.aws-sam/build` (`make build` " +
-              ("failed" if results["build_error"] else "not run") + ")")
+    source = ("`make build` in this run" if results["rebuilt"] else
+              f"**not rebuilt in this run** (`--no-build`): the `.aws-sam/build` of {results['built_at']}, "
+              "which may predate the current code")
     biggest = ", ".join(f"{name} {_mib(size)}" for name, size in layer["largest"])
     return "\n".join([
         "## Package sizes (`python -m bench --only sizes`)",

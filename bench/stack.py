@@ -1,7 +1,8 @@
 """The local stack the handler benchmarks run against, and the Lambda-like child environment.
 
-One moto server and three ComfyUI stand-ins (delay 0) run in the bench process; every
-measured handler runs in a child process, so it shares no GIL with the servers.
+``devtools.dev.LocalStack`` (moto with the template's buckets, tables and workflows) and
+three ComfyUI stand-ins (delay 0) run in the bench process; every measured handler runs
+in a child process, so it shares no GIL with the servers.
 
 * ``main``: read handlers and the archiver. Holds finished prompts (one of them the id in
   events/*.json, already archived), so every read handler takes its full "finished" path.
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import shutil
 import subprocess
@@ -28,36 +28,26 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from bench.common import REPO
+from devtools.dev import COMFYUI_PARAMETER, DEFAULT_TEMPLATE, LocalStack
+from devtools.template import REGION, Template
 
-REGION = "us-east-1"
-WORKFLOW_BUCKET = "bench-workflows"
-IMAGE_BUCKET = "bench-images"
 # The prompt id of events/task_status.json, image.json, history_entry.json, cancel_task.json.
 EVENT_PROMPT_ID = "11111111-2222-3333-4444-555555555555"
 # Outputs a few finished prompts leave in ComfyUI's history, like a real one has.
 SEED_WORKFLOWS = ("empty_save", "text_label", "empty_save")
-# Lambda's own variables that Powertools or boto3 read.
+# Lambda's own variables that Powertools or boto3 read (the memory size is the function's).
 LAMBDA_VARS = {
     "AWS_REGION": REGION,
     "AWS_DEFAULT_REGION": REGION,
     "AWS_EXECUTION_ENV": "AWS_Lambda_python3.13",
-    "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "256",
     "LANG": "C.UTF-8",
 }
+# ComfyUIBaseUrl has no default; functions are listed before any stand-in runs.
+PLACEHOLDER_COMFYUI = "http://127.0.0.1:8188"
 
 
 # -- template ----------------------------------------------------------------------------------
-class _CfnLoader(yaml.SafeLoader):
-    """Reads CloudFormation short-form tags (!Ref, !Sub...) as plain values: only the
-    structure of the template matters here."""
-
-
-_CfnLoader.add_multi_constructor("!", lambda loader, suffix, node: None)
-
-
 @dataclass(frozen=True)
 class FunctionInfo:
     logical_id: str
@@ -66,19 +56,21 @@ class FunctionInfo:
     uses_s3: bool  # its policies grant S3 access: it is expected to load boto3
 
 
-def template_functions(path: Path = REPO / "template.yaml") -> list[FunctionInfo]:
-    """Every function of template.yaml with a folder under functions/."""
-    document = yaml.load(path.read_text(encoding="utf-8"), Loader=_CfnLoader)  # noqa: S506
+def load_template(comfyui_url: str = PLACEHOLDER_COMFYUI) -> Template:
+    return Template.load(DEFAULT_TEMPLATE, {COMFYUI_PARAMETER: comfyui_url})
+
+
+def template_functions(template: Template | None = None) -> list[FunctionInfo]:
+    """Every function of template.yaml with a folder under functions/ (as devtools reads it:
+    conditions applied, the same reader as `make dev`)."""
+    template = template or load_template()
+    with_api = {route.function_id for route in template.routes()}
     found = []
-    for logical_id, resource in (document.get("Resources") or {}).items():
-        if resource.get("Type") != "AWS::Serverless::Function":
-            continue
-        props = resource.get("Properties") or {}
-        name = str(props.get("CodeUri") or "").strip("/").removeprefix("functions/")
-        events = (props.get("Events") or {}).values()
-        api = any((event or {}).get("Type") == "Api" for event in events)
-        if name and (REPO / "functions" / name / "app.py").exists():
-            found.append(FunctionInfo(logical_id, name, api, _grants_s3(props.get("Policies"))))
+    for function in template.functions():
+        if (function.code_uri / "app.py").exists():
+            policies = (template.resources[function.logical_id].get("Properties") or {}).get("Policies")
+            found.append(FunctionInfo(function.logical_id, function.code_uri.name,
+                                      function.logical_id in with_api, _grants_s3(policies)))
     return found
 
 
@@ -91,37 +83,45 @@ def _grants_s3(policies: Any) -> bool:
 # -- the stack ---------------------------------------------------------------------------------
 @dataclass
 class Stack:
-    endpoint: str
+    local: LocalStack  # moto, buckets, tables, workflows; its ComfyUI is the ``main`` stand-in
     standins: dict[str, Any]  # name -> devtools.comfyui_standin.ComfyUIStandIn
-    s3: Any
     # "running"/"pending" (on busy), "unarchived" (finished, on sink) -> prompt id
     prompt_ids: dict[str, str] = field(default_factory=dict)
+    # The template resolved once per stand-in (ComfyUIBaseUrl), read from disk once.
+    templates: dict[str, Template] = field(default_factory=dict, init=False)
+    # Folder under functions/ -> logical id.
+    function_ids: dict[str, str] = field(default_factory=dict, init=False)
+
+    def __post_init__(self) -> None:
+        assert self.local.template is not None, "start the LocalStack first"
+        template = self.local.template
+        self.templates = {name: template.with_parameters({COMFYUI_PARAMETER: self.comfy_url(name)})
+                          for name in self.standins}
+        self.function_ids = {f.code_uri.name: f.logical_id for f in template.functions()}
 
     def comfy_url(self, name: str) -> str:
         return str(self.standins[name].base_url)
 
-    def lambda_env(self, comfy: str = "main", **extra: str) -> dict[str, str]:
-        """The environment a deployed function gets (template Globals), pointed at the
-        local stack. Built from scratch: a developer's AWS_PROFILE or config must not count."""
+    def lambda_env(self, comfy: str = "main", function: str | None = None, **extra: str) -> dict[str, str]:
+        """The environment a deployed function gets, pointed at the local stack: the
+        template's variables for ``function`` (a folder under functions/; default: the
+        first function, every function shares the Globals environment) resolved with
+        ComfyUIBaseUrl at the ``comfy`` stand-in, plus Lambda's own variables.
+
+        Built from scratch (LocalStack.child_environment): a developer's AWS_PROFILE or
+        config files must not count. The only AWS endpoint is moto's AWS_ENDPOINT_URL, with
+        dummy credentials, the same for the baselines (`import boto3; boto3.client("s3")`)
+        as for the handlers, so a cold start is compared on equal terms. Never
+        AWS_ENDPOINT_URL_LAMBDA: the archiver invoke that task_status makes for an
+        unarchived prompt reaches moto (which has no such function and answers at once),
+        not a LocalLambda running the archiver in the bench process during a timed run.
+        """
+        template = self.templates[comfy]
+        function_id = self.function_ids[function] if function else next(iter(self.function_ids.values()))
         env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            **self.local.child_environment(function_id, template),
             **LAMBDA_VARS,
-            "AWS_ENDPOINT_URL": self.endpoint,
-            "AWS_ACCESS_KEY_ID": "testing",
-            "AWS_SECRET_ACCESS_KEY": "testing",
-            # Lambda has no shared config files; neither do the children.
-            "AWS_CONFIG_FILE": os.devnull,
-            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-            "COMFYUI_BASE_URL": self.comfy_url(comfy),
-            "WORKFLOW_BUCKET": WORKFLOW_BUCKET,
-            "WORKFLOW_PREFIX": "workflows/",
-            "IMAGE_BUCKET": IMAGE_BUCKET,
-            "IMAGE_PREFIX": "images/",
-            "POWERTOOLS_SERVICE_NAME": "comfy-serverless-api",
-            "POWERTOOLS_METRICS_NAMESPACE": "ComfyServerlessApi",
-            "POWERTOOLS_LOG_LEVEL": "INFO",
-            "POWERTOOLS_TRACE_DISABLED": "true",
-            "PYTHONPATH": os.pathsep.join([".", "layers/comfy_core"]),
+            "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": str(template.function(function_id).memory_size),
         }
         env.update(extra)
         return env
@@ -171,17 +171,12 @@ def _seed_busy(base_url: str) -> dict[str, str]:
     return {"running": running, "pending": post_prompt(base_url, "empty_save")}
 
 
-def _upload_workflows(s3: Any) -> None:
-    for path in sorted((REPO / "workflows").glob("*.json")):
-        s3.put_object(Bucket=WORKFLOW_BUCKET, Key=f"workflows/{path.name}", Body=path.read_bytes())
-
-
 def archive_main(stack: Stack) -> None:
     """Archive what ``main`` holds, as the scheduled archiver would (manifests in S3),
     in a child with the functions' own environment."""
     code = "from comfy_core import archive; import json; print(json.dumps(archive.run_sweep()))"
     done = subprocess.run(
-        [sys.executable, "-c", code], cwd=REPO, env=stack.lambda_env("main"),
+        [sys.executable, "-c", code], cwd=REPO, env=stack.lambda_env("main", "archiver"),
         capture_output=True, text=True, timeout=120, check=False,
     )
     if done.returncode != 0:
@@ -193,35 +188,24 @@ def archive_main(stack: Stack) -> None:
 
 @contextmanager
 def local_stack() -> Iterator[Stack]:
-    import boto3
-    from moto.server import ThreadedMotoServer
-
     from devtools.comfyui_standin import ComfyUIStandIn
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's server logs every request
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    moto.start()
     root = Path(tempfile.mkdtemp(prefix="bench-stack-"))
     standins: dict[str, Any] = {}
     try:
-        host, port = moto.get_host_and_port()
-        endpoint = f"http://{host}:{port}"
-        s3 = boto3.client("s3", endpoint_url=endpoint, region_name=REGION,
-                          aws_access_key_id="testing", aws_secret_access_key="testing")
-        for bucket in (WORKFLOW_BUCKET, IMAGE_BUCKET):
-            s3.create_bucket(Bucket=bucket)
-        _upload_workflows(s3)
         for name, delay in (("main", 0.0), ("sink", 0.0), ("busy", 3600.0)):
             standins[name] = ComfyUIStandIn(root / name, port=0, delay=delay).start()
-        _seed_main(standins["main"].base_url)
-        unarchived = post_prompt(standins["sink"].base_url, "empty_save")
-        wait_for(lambda: finished(standins["sink"].base_url, unarchived), "the unarchived prompt")
-        ids = {**_seed_busy(standins["busy"].base_url), "unarchived": unarchived}
-        stack = Stack(endpoint, standins, s3, ids)
-        archive_main(stack)
-        yield stack
+        # No schedules: nothing may run in the bench process while a child is timed.
+        with LocalStack(port=0, comfyui_base_url=standins["main"].base_url, schedule_every=0) as local:
+            _seed_main(standins["main"].base_url)
+            unarchived = post_prompt(standins["sink"].base_url, "empty_save")
+            wait_for(lambda: finished(standins["sink"].base_url, unarchived), "the unarchived prompt")
+            ids = {**_seed_busy(standins["busy"].base_url), "unarchived": unarchived}
+            stack = Stack(local, standins, ids)
+            archive_main(stack)
+            yield stack
     finally:
         for standin in standins.values():
             standin.stop()
-        moto.stop()
         shutil.rmtree(root, ignore_errors=True)

@@ -6,7 +6,6 @@ cause is fixed, its rule stops firing and the miss (if any remains) is reported 
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Callable
 from typing import Any
 
@@ -19,32 +18,6 @@ Finding = Callable[[dict[str, Any]], str | None]
 def _cold_rows(results: dict[str, Any], layout: str) -> dict[str, dict[str, Any]]:
     cold = results.get("cold") or {}
     return {row["key"]: row for row in cold.get("subjects", []) if row["layout"] == layout}
-
-
-def built_without_pyc(results: dict[str, Any]) -> str | None:
-    """As-built cold starts compile every module: the build ships no .pyc."""
-    source, built = _cold_rows(results, "source"), _cold_rows(results, "built")
-    missed = [key for key, row in built.items() if not row["met"]]
-    layer = (results.get("sizes") or {}).get("layer") or {}
-    if not missed or layer.get("pyc", 1) != 0:
-        return None
-    extra = [built[key]["spawn"]["median"] - source[key]["spawn"]["median"] for key in built if key in source]
-    if not extra:
-        return None
-    gain = statistics.median(extra)
-    return (
-        f"**Cold init as built misses for {', '.join(f'`{k}`' for k in missed)}.** `sam build` "
-        f"(BuildMethod python3.13) puts {layer.get('py')} .py files and no .pyc into the layer, and "
-        "Lambda's /opt and /var/task are read-only, so every cold start compiles requests, urllib3, "
-        f"Powertools and comfy_core from source: the built layout is {gain:.0f} ms slower (median over "
-        f"functions, range {min(extra):.0f}–{max(extra):.0f} ms) than the same code with .pyc. "
-        "Fix: compile in the build. In the Makefile's `build` target, after `sam build`: "
-        "`$(PY313) -m compileall -q -j 0 --invalidation-mode unchecked-hash "
-        "$(BUILD_DIR)/ComfyCoreLayer/python $(BUILD_DIR)/*Function` (unchecked-hash: a zip keeps "
-        "mtimes only to 2 s, so a timestamp-checked .pyc can be judged stale and ignored; python3.13 "
-        "so the .pyc match the runtime). Expected "
-        f"gain ≈ {gain:.0f} ms per cold start; the layer grows by about 4 MB unzipped."
-    )
 
 
 def boto3_in_plain_function(results: dict[str, Any]) -> str | None:
@@ -88,16 +61,16 @@ def s3_function_over_limit(results: dict[str, Any]) -> str | None:
 def _s3_fixes(b: dict[str, Any]) -> list[str]:
     marks = dict(b["marks"])
     fixes = []
-    names = [name for name, _ in b["marks"]]
     if "events client" in marks:
         gain = marks["events client"] + marks.get("EventBridge PutEvents", 0.0)
-        fixes.append(f"Sending \"Prompt Submitted\" only when enabled (see the warm finding) saves the "
-                     f"EventBridge client and call: ≈ {gain:.0f} ms.")
-    if names.count("s3 client") > 1:
-        second = [ms for name, ms in b["marks"] if name == "s3 client"][1]
-        fixes.append(f"One S3 client instead of two (add `signature_version=\"s3v4\"` to the Config in "
-                     "`storage.s3_client`, have `archive.presigned_url` use `s3_client()`, drop "
-                     f"`archive.presign_client`): ≈ {second:.0f} ms.")
+        fixes.append("The EventBridge client and call are the \"ComfyUI Prompt Submitted\" event, on by "
+                     "default; a deployment that does not consume it sets `AnnounceSubmissions=false` "
+                     f"and saves ≈ {gain:.0f} ms.")
+    clients = [ms for name, ms in b["marks"] if name == "s3 client"]
+    if len(clients) > 1:
+        extra = sum(clients[1:])
+        fixes.append(f"{len(clients)} S3 clients are created where `storage.s3_client()` "
+                     f"(cached, SigV4, used for presigning too) should be the only one: ≈ {extra:.0f} ms.")
     stack = sum(ms for top, ms in b["extra_imports"] if top in REQUESTS_STACK)
     if stack >= 5:
         fixes.append("Larger: comfy_core/client.py on urllib3 (which botocore loads anyway) instead of "
@@ -162,7 +135,7 @@ def warm_own_overhead(results: dict[str, Any]) -> str | None:
             "(`python -m bench.handlers --child ...` shows the setup).")
 
 
-FINDINGS: tuple[Finding, ...] = (built_without_pyc, boto3_in_plain_function, s3_function_over_limit,
+FINDINGS: tuple[Finding, ...] = (boto3_in_plain_function, s3_function_over_limit,
                                  warm_extra_round_trips, round_trips_beyond_target, warm_own_overhead)
 
 

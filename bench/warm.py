@@ -27,7 +27,7 @@ def run_scenario(stack: Stack, scenario: Scenario, iterations: int) -> dict[str,
         result = Path(tmp) / "result.json"
         command = [sys.executable, "-m", "bench.handlers", "--child", json.dumps(asdict(scenario)),
                    "--iterations", str(iterations), "--result", str(result)]
-        env = stack.lambda_env(scenario.comfy, **dict(scenario.env))
+        env = stack.lambda_env(scenario.comfy, scenario.function, **dict(scenario.env))
         done = subprocess.run(command, cwd=REPO, env=env,
                               capture_output=True, text=True, timeout=600, check=False)
         if done.returncode != 0 or not result.exists():

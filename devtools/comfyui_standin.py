@@ -1464,6 +1464,7 @@ class ComfyUIStandIn:
         self._stopping = threading.Event()
         self._server: _Server | None = None
         self._threads: list[threading.Thread] = []
+        self._route_table = self._routes()
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -1510,9 +1511,10 @@ class ComfyUIStandIn:
             self._queue.currently_running.clear()
             self._queue.wipe_history()
             self._executor.interrupt.set()  # cut a running prompt short; its result is dropped
+        # No second history wipe once the running prompt is done: its epoch is the old one,
+        # so task_done drops its result, and prompts queued since then belong to the new run.
         with self._exec_lock:
             with self._queue.mutex:
-                self._queue.wipe_history()
                 self._executor.reset()
             with self._number_lock:
                 self._number = 0
@@ -1568,6 +1570,7 @@ class ComfyUIStandIn:
     # -- routing --------------------------------------------------------------------------
 
     def _routes(self) -> dict[str, dict[str, RouteHandler]]:
+        """The static routes; built once, in __init__."""
         return {
             "/": {"GET": self._get_index},
             "/prompt": {"GET": self._get_prompt, "POST": self._post_prompt},
@@ -1600,7 +1603,7 @@ class ComfyUIStandIn:
         if path.startswith("/api/"):  # ComfyUI serves every API route under /api as well
             path = path[4:]
         query = parse_qs(parts.query, keep_blank_values=True)
-        methods = self._routes().get(path) or self._dynamic_route(path)
+        methods = self._route_table.get(path) or self._dynamic_route(path)
         if methods is None:
             return _text(404, "404: Not Found")
         lookup = "GET" if method == "HEAD" else method  # aiohttp answers HEAD on every GET route

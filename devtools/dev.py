@@ -16,6 +16,7 @@ ARCHIVE_EVERY (seconds between scheduled runs, default: the template's rate;
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import shutil
@@ -31,8 +32,8 @@ from typing import Any, Sequence
 import boto3
 from botocore.exceptions import ClientError
 
-from devtools.local_api import LocalApi, LocalLambda
-from devtools.template import REGION, Schedule, Template, load_yaml, rate_seconds
+from devtools.local_api import PROCESS_CACHED_PACKAGE, LocalApi, LocalLambda, patched_environ
+from devtools.template import REGION, Schedule, Template, TemplateError, rate_seconds
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_TEMPLATE = REPO_ROOT / "template.yaml"
@@ -93,6 +94,7 @@ class LocalStack:
         moto_port: int = 0,
         host: str = "127.0.0.1",
         schedule_every: float | None = None,
+        api_key: str | None = None,
     ) -> None:
         self.port = port
         self.comfyui_base_url = comfyui_base_url
@@ -103,22 +105,29 @@ class LocalStack:
         self.host = host
         # None: each schedule's own rate; 0: no scheduled runs; else seconds for all.
         self.schedule_every = schedule_every
+        # x-api-key the local API enforces where the template requires one; None: not enforced.
+        self.api_key = api_key
 
         self.standin: Any = None  # ComfyUIStandIn when we started one
+        self.template: Template | None = None  # read once per start, with this stack's parameters
         self.api: LocalApi | None = None
         self.lambda_api: LocalLambda | None = None
         self.scheduler: Scheduler | None = None
-        self.s3_endpoint = ""
+        self.moto_endpoint = ""  # AWS_ENDPOINT_URL: every AWS service the handlers use, not only S3
         self.buckets: dict[str, str] = {}  # logical id -> local bucket name
-        self.workflow_keys: list[str] = []
         self._moto: Any = None
         self._tmp_dir: str | None = None
-        self._saved_env: dict[str, str | None] = {}
+        self._environment = contextlib.ExitStack()  # process-wide variables, undone by stop()
 
     @property
     def api_url(self) -> str:
         assert self.api is not None, "start() first"
         return self.api.url
+
+    @property
+    def s3_endpoint(self) -> str:
+        """The old name of ``moto_endpoint``."""
+        return self.moto_endpoint
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -126,19 +135,17 @@ class LocalStack:
         try:
             self._start_moto()
             comfyui_url = self.comfyui_base_url or self._start_standin()
-            template = Template.load(self.template_path, self._parameters(comfyui_url))
+            self.template = template = self._load_template(comfyui_url)
             self._create_buckets(template)
             self._create_tables(template)
             self._upload_workflows(template)
-            self.api = LocalApi(
-                self.template_path,
-                host=self.host,
-                port=self.port,
-                parameter_overrides=template.parameters,
-            )
+            self.api = LocalApi(template, host=self.host, port=self.port, api_key=self.api_key)
             # Function-to-function calls (lambda.invoke) reach the same handlers.
             self.lambda_api = LocalLambda(self.api.invoker, host=self.host).start()
-            self._set_environment({"AWS_ENDPOINT_URL_LAMBDA": self.lambda_api.url})
+            self._environment.enter_context(patched_environ({"AWS_ENDPOINT_URL_LAMBDA": self.lambda_api.url}))
+            # Settings and clients cached by an earlier stack in this process point at its
+            # (maybe stopped) moto and ComfyUI: start like a new deployment.
+            reset_container_state()
             self._start_schedules(template)
             self.api.start()
         except BaseException:
@@ -166,7 +173,9 @@ class LocalStack:
         if self._moto is not None:
             self._moto.stop()
             self._moto = None
-        self._restore_environment()
+        self._environment.close()
+        # Clients built while this stack ran point at its moto, now gone.
+        reset_container_state()
 
     def __enter__(self) -> "LocalStack":
         return self.start()
@@ -182,10 +191,10 @@ class LocalStack:
         self._moto = ThreadedMotoServer(ip_address=self.host, port=self.moto_port, verbose=False)
         self._moto.start()
         host, port = self._moto.get_host_and_port()
-        self.s3_endpoint = f"http://{host}:{port}"
+        self.moto_endpoint = f"http://{host}:{port}"
         # Process-wide on purpose: the handlers run in this process and build
         # their boto3 clients from these variables (boto3 >= 1.28 reads AWS_ENDPOINT_URL).
-        self._set_environment(aws_environment(self.s3_endpoint))
+        self._environment.enter_context(patched_environ(aws_environment(self.moto_endpoint)))
 
     def _start_schedules(self, template: Template) -> None:
         if self.schedule_every == 0 or self.lambda_api is None:
@@ -207,24 +216,55 @@ class LocalStack:
         ).start()
         return str(self.standin.base_url)
 
-    def _parameters(self, comfyui_url: str) -> dict[str, str]:
-        declared = self._declared_parameters()
-        if COMFYUI_PARAMETER not in declared:
+    def _load_template(self, comfyui_url: str) -> Template:
+        # An override the template does not declare is ignored; parameters lists the declared.
+        template = Template.load(self.template_path, {COMFYUI_PARAMETER: comfyui_url})
+        if COMFYUI_PARAMETER not in template.parameters:
             logging.getLogger("dev").warning(
                 "template has no %s parameter; handlers may not find ComfyUI", COMFYUI_PARAMETER
             )
-            return {}
-        return {COMFYUI_PARAMETER: comfyui_url}
+        return template
 
-    def _declared_parameters(self) -> set[str]:
-        return set((load_yaml(self.template_path).get("Parameters") or {}).keys())
+    def client(self, service: str) -> Any:
+        """A boto3 client of this stack's moto."""
+        return boto3.client(service, endpoint_url=self.moto_endpoint, region_name=REGION)
 
     def _s3(self) -> Any:
-        return boto3.client("s3", endpoint_url=self.s3_endpoint, region_name=REGION)
+        return self.client("s3")
+
+    def empty_bucket(self, logical_id: str) -> None:
+        """Delete every object of one of the template's buckets (moto keeps them in memory)."""
+        s3, bucket = self._s3(), self.buckets[logical_id]
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            for item in page.get("Contents") or []:
+                s3.delete_object(Bucket=bucket, Key=item["Key"])
+
+    def child_environment(self, function_id: str, template: Template | None = None) -> dict[str, str]:
+        """The environment to run one of the template's functions in a child process.
+
+        Built from scratch, as Lambda builds it: the function's variables from the template
+        (``template``: this stack's, or the same one with other parameter values), moto's
+        endpoint and dummy credentials, the folder of the handlers and the function's layers
+        on PYTHONPATH, and PATH. Nothing else of this process's environment: not the
+        developer's AWS profile or config files, and not AWS_ENDPOINT_URL_LAMBDA, so a
+        child's lambda.invoke never runs a function inside this process.
+        """
+        template = template or self.template
+        assert template is not None and self.moto_endpoint, "start() first"
+        function = template.function(function_id)
+        return {
+            "PATH": os.environ.get("PATH", os.defpath),
+            **aws_environment(self.moto_endpoint),
+            # Lambda has no shared config files; neither do the children.
+            "AWS_CONFIG_FILE": os.devnull,
+            "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+            **function.environment,
+            "PYTHONPATH": os.pathsep.join(str(folder) for folder in (template.root, *function.layer_dirs)),
+        }
 
     def _create_tables(self, template: Template) -> None:
         """The template's DynamoDB tables (idempotency records) in moto."""
-        dynamodb = boto3.client("dynamodb", endpoint_url=self.s3_endpoint, region_name=REGION)
+        dynamodb = self.client("dynamodb")
         for table in template.tables():
             try:
                 dynamodb.create_table(**table)
@@ -252,24 +292,17 @@ class LocalStack:
             return
         s3 = self._s3()
         for path in sorted(self.workflows_dir.glob("*.json")):
-            key = f"{prefix}{path.name}"
-            s3.upload_file(str(path), bucket, key, ExtraArgs={"ContentType": "application/json"})
-            self.workflow_keys.append(key)
+            s3.upload_file(
+                str(path), bucket, f"{prefix}{path.name}", ExtraArgs={"ContentType": "application/json"}
+            )
 
-    # -- environment -----------------------------------------------------------
 
-    def _set_environment(self, values: dict[str, str]) -> None:
-        for name, value in values.items():
-            self._saved_env.setdefault(name, os.environ.get(name))
-            os.environ[name] = value
-
-    def _restore_environment(self) -> None:
-        for name, value in self._saved_env.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
-        self._saved_env = {}
+def reset_container_state() -> None:
+    """Drop what the shared layer caches per process (settings, clients), as a new
+    container would start without it. Nothing to drop before a handler has loaded it."""
+    package = sys.modules.get(PROCESS_CACHED_PACKAGE)
+    if package is not None:
+        package.reset_container_state()
 
 
 def workflow_location(template: Template) -> tuple[str | None, str]:
@@ -296,7 +329,7 @@ def banner(stack: LocalStack) -> str:
         f"API:       {stack.api_url}{api_key}",
         f"ComfyUI:   {comfyui}",
         f"Buckets:   {buckets}",
-        f"Moto:      {stack.s3_endpoint} (AWS_ENDPOINT_URL)",
+        f"Moto:      {stack.moto_endpoint} (AWS_ENDPOINT_URL)",
         f"Lambda:    {stack.lambda_api.url if stack.lambda_api else '-'} (AWS_ENDPOINT_URL_LAMBDA)",
         f"Schedules: {schedules}",
         f"Try:       curl -s {stack.api_url}/api/workflows",
@@ -335,12 +368,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             template_path=args.template,
             moto_port=args.moto_port,
             schedule_every=float(os.environ["ARCHIVE_EVERY"]) if os.environ.get("ARCHIVE_EVERY") else None,
+            # Read here only: library code (LocalStack, LocalApi) takes it as an argument.
+            api_key=os.environ.get("LOCAL_API_KEY") or None,
         ) as stack:
             print(banner(stack), flush=True)
             while not stop.wait(0.5):  # a timed wait keeps signal delivery prompt
                 pass
             print("Stopping...", flush=True)
-    except OSError as error:  # e.g. the port is taken
+    except (OSError, TemplateError) as error:  # e.g. the port is taken, functions' env conflicts
         print(f"dev: {error}", file=sys.stderr)
         return 1
     finally:

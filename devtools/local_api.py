@@ -32,7 +32,7 @@ from types import ModuleType
 from typing import Any, Callable, Mapping, Self
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from devtools.template import ACCOUNT_ID, REGION, Function, Route, Template
+from devtools.template import ACCOUNT_ID, REGION, Function, Route, Template, TemplateError
 
 log = logging.getLogger("local_api")
 
@@ -95,16 +95,17 @@ class Match:
 
 def find_route(routes: list[Route], method: str, raw_path: str) -> Match | None:
     """The route API Gateway would pick, or None when no resource has this path."""
-    path_matches = []
-    for route in sorted(routes, key=_specificity):
-        params = match_path(route.path, raw_path)
-        if params is not None:
-            path_matches.append((route, params))
+    path_matches = [
+        (route, params)
+        for route in routes
+        if (params := match_path(route.path, raw_path)) is not None
+    ]
     if not path_matches:
         return None
     # API Gateway picks the most specific resource first, then its method
-    # (an exact method beats ANY on that same resource).
-    best_resource = path_matches[0][0].path
+    # (an exact method beats ANY on that same resource). Only the few routes
+    # whose path fits are ranked; min() keeps the first of equals, like a stable sort.
+    best_resource = min(path_matches, key=lambda pair: _specificity(pair[0]))[0].path
     for wanted in (method.upper(), "ANY"):
         for route, params in path_matches:
             if route.path == best_resource and route.method == wanted:
@@ -277,6 +278,51 @@ class InvokeBusy(RuntimeError):
     """Another handler kept the process busy for longer than the caller may wait."""
 
 
+# The layer package that caches what it reads from the environment once per process
+# (settings, clients): in Lambda once per container, here once for every function.
+PROCESS_CACHED_PACKAGE = "comfy_core"
+_NAME_LITERAL = re.compile(r"""["']([A-Z][A-Z0-9_]*)["']""")
+
+
+class EnvironmentConflict(TemplateError):
+    """Functions differ in a variable that the shared layer caches per process."""
+
+
+def _process_cached_names(functions: list[Function]) -> set[str]:
+    """Upper-case string literals in the process-cached package of the functions' layers:
+    every environment variable it can read (and a few other constants, harmlessly)."""
+    names: set[str] = set()
+    folders = {folder / PROCESS_CACHED_PACKAGE for function in functions for folder in function.layer_dirs}
+    for folder in folders:
+        for source in folder.rglob("*.py"):
+            names.update(_NAME_LITERAL.findall(source.read_text(encoding="utf-8")))
+    return names
+
+
+def check_shared_environment(functions: list[Function], overrides: Mapping[str, str] | None = None) -> None:
+    """Fail when two functions give different values to a variable comfy_core reads.
+
+    Every handler runs in this one process and comfy_core reads its settings once per
+    process, so whichever function ran first would silently decide them for all. Today
+    the template gives every function the same environment (Globals); this keeps it so.
+    """
+    overrides = overrides or {}
+    declared = set().union(*(function.environment for function in functions))
+    for name in sorted(declared & _process_cached_names(functions)):
+        by_value: dict[str | None, list[str]] = {}
+        for function in functions:
+            value = overrides.get(name, function.environment.get(name))
+            by_value.setdefault(value, []).append(function.logical_id)
+        if len(by_value) > 1:
+            shown = "; ".join(f"{value!r} in {', '.join(ids)}" for value, ids in by_value.items())
+            raise EnvironmentConflict(
+                f"{name} differs between functions ({shown}). The local stack runs every function "
+                f"in one process and {PROCESS_CACHED_PACKAGE} caches its settings per process, so "
+                "the first function to run would decide it for all: give every function the same "
+                "value (template Globals), or override it for all (env_overrides)."
+            )
+
+
 class Invoker:
     """Imports handlers and calls them one at a time with their own environment."""
 
@@ -284,6 +330,7 @@ class Invoker:
         self.template = template
         self.env_overrides = dict(env_overrides or {})
         self.functions = {function.logical_id: function for function in template.functions()}
+        check_shared_environment(list(self.functions.values()), self.env_overrides)
         self._handlers: dict[str, Callable[[dict, Any], Any]] = {}
 
     def find(self, name: str) -> Function | None:
@@ -313,7 +360,7 @@ class Invoker:
         if not _INVOKE_LOCK.acquire(timeout=-1 if wait is None else wait):
             raise InvokeBusy(function_id)
         try:
-            with _patched_environ(self.environment(function)):
+            with patched_environ(self.environment(function)):
                 handler = self._handler(function)
                 return handler(event, LambdaContext(function))
         finally:
@@ -337,8 +384,8 @@ class Invoker:
         return importlib.import_module(dotted)
 
 
-class _patched_environ:
-    """Set variables for one invocation and put the previous values back after."""
+class patched_environ:
+    """Set variables (for one invocation, or a stack's life) and put the previous values back after."""
 
     def __init__(self, values: Mapping[str, str]) -> None:
         self.values = values
@@ -412,7 +459,7 @@ class LocalApi(_BackgroundServer):
 
     def __init__(
         self,
-        template_path: str | Path,
+        template: Template | str | Path,
         env_overrides: Mapping[str, str] | None = None,
         host: str = "127.0.0.1",
         port: int = 3000,
@@ -420,12 +467,18 @@ class LocalApi(_BackgroundServer):
         parameter_overrides: Mapping[str, Any] | None = None,
         api_key: str | None = None,
     ) -> None:
+        """``template``: a loaded Template (read once by the caller) or the path of one.
+        ``api_key``: enforce x-api-key on the routes that require it; None (the default,
+        as most local calls carry no key) lets every request through."""
         super().__init__(host, port)
-        self.template = Template.load(template_path, parameter_overrides)
-        self.routes = self.template.routes()
-        self.invoker = Invoker(self.template, env_overrides)
-        # Enforcing API keys is opt-in locally: most local calls carry none.
-        self.api_key = api_key if api_key is not None else os.environ.get("LOCAL_API_KEY") or None
+        if not isinstance(template, Template):
+            template = Template.load(template, parameter_overrides)
+        elif parameter_overrides:
+            template = template.with_parameters(parameter_overrides)
+        self.template = template
+        self.routes = template.routes()
+        self.invoker = Invoker(template, env_overrides)
+        self.api_key = api_key or None
 
     def handle(self, request: HttpRequest) -> HttpResponse:
         """One request end to end; separate from the socket code so tests can call it."""

@@ -41,6 +41,22 @@ class _NoValue:
 
 NO_VALUE = _NoValue()
 
+# What ``!Ref AWS::...`` gives in a local stack.
+PSEUDO_PARAMETERS: dict[str, Any] = {
+    "AWS::Region": REGION,
+    "AWS::AccountId": ACCOUNT_ID,
+    "AWS::StackName": STACK_NAME,
+    "AWS::Partition": "aws",
+    "AWS::URLSuffix": "amazonaws.com",
+    "AWS::StackId": f"arn:aws:cloudformation:{REGION}:{ACCOUNT_ID}:stack/{STACK_NAME}/local",
+    "AWS::NoValue": NO_VALUE,
+}
+
+
+def lambda_arn(function_name: str) -> str:
+    """The ARN of a function of the local stack, from its FunctionName."""
+    return f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{function_name}"
+
 
 # --------------------------------------------------------------------------
 # YAML loading
@@ -64,11 +80,15 @@ def _construct_tag(loader: CfnLoader, tag_suffix: str, node: yaml.Node) -> dict[
     if tag_suffix == "Condition":
         return {"Condition": value}
     if tag_suffix == "GetAtt" and isinstance(value, str):
-        # Short form "Res.Attr" is the long form ["Res", "Attr"]; only the
-        # first dot separates, attributes may contain dots themselves.
-        resource, _, attribute = value.partition(".")
-        value = [resource, attribute]
+        # Short form "Res.Attr" is the long form ["Res", "Attr"]: split here, once.
+        value = split_attribute(value)
     return {f"Fn::{tag_suffix}": value}
+
+
+def split_attribute(text: str) -> list[str]:
+    """"Res.Attr" -> ["Res", "Attr"]: only the first dot separates, attributes may contain dots."""
+    resource, _, attribute = text.partition(".")
+    return [resource, attribute]
 
 
 CfnLoader.add_multi_constructor("!", _construct_tag)
@@ -100,7 +120,7 @@ class Function:
 
     @property
     def arn(self) -> str:
-        return f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{self.name}"
+        return lambda_arn(self.name)
 
 
 @dataclass(frozen=True)
@@ -134,6 +154,7 @@ class Template:
     parameters: dict[str, Any]
     document: dict[str, Any]
     _conditions: dict[str, bool] = field(default_factory=dict, repr=False)
+    _apis: dict[str | None, dict[str, Any]] = field(default_factory=dict, repr=False)
 
     # -- construction ------------------------------------------------------
 
@@ -146,6 +167,11 @@ class Template:
         parameters = _parameter_values(document, parameter_overrides or {})
         return cls(path=path, parameters=parameters, document=document)
 
+    def with_parameters(self, overrides: Mapping[str, Any]) -> "Template":
+        """The same template (not read again) with some parameter values changed."""
+        parameters = _parameter_values(self.document, {**self.parameters, **overrides})
+        return type(self)(path=self.path, parameters=parameters, document=self.document)
+
     @property
     def root(self) -> Path:
         return self.path.parent
@@ -155,7 +181,17 @@ class Template:
         return self.document.get("Resources") or {}
 
     def _of_type(self, type_name: str) -> dict[str, dict[str, Any]]:
-        return {k: v for k, v in self.resources.items() if v.get("Type") == type_name}
+        """Resources of this type whose Condition (if any) holds."""
+        return {
+            logical_id: resource
+            for logical_id, resource in self.resources.items()
+            if resource.get("Type") == type_name
+            and (resource.get("Condition") is None or self.condition(resource["Condition"]))
+        }
+
+    def _globals(self, section: str) -> dict[str, Any]:
+        """``Globals.<section>`` (Function, Api...), empty when absent."""
+        return (self.document.get("Globals") or {}).get(section) or {}
 
     # -- conditions ----------------------------------------------------------
 
@@ -166,10 +202,6 @@ class Template:
                 raise TemplateError(f"unknown condition {name!r}")
             self._conditions[name] = bool(self.resolve(definitions[name]))
         return self._conditions[name]
-
-    def _resource_enabled(self, resource: Mapping[str, Any]) -> bool:
-        name = resource.get("Condition")
-        return name is None or self.condition(name)
 
     # -- intrinsic functions -----------------------------------------------
 
@@ -196,9 +228,8 @@ class Template:
             condition, when_true, when_false = argument
             return self.resolve(when_true if self.condition(condition) else when_false)
         if name == "GetAtt":
-            resource, attribute = (
-                argument.split(".", 1) if isinstance(argument, str) else argument
-            )
+            # CfnLoader splits the short form; a hand-written long form may be a string too.
+            resource, attribute = split_attribute(argument) if isinstance(argument, str) else argument
             return self.get_att(self.resolve(resource), self.resolve(attribute))
         if name == "Sub":
             return self._sub(argument)
@@ -246,27 +277,16 @@ class Template:
                 return "${" + expression[1:] + "}"
             if expression in variables:
                 return str(variables[expression])
-            if "." in expression and expression.split(".", 1)[0] in self.resources:
-                resource, attribute = expression.split(".", 1)
+            resource, attribute = split_attribute(expression)
+            if attribute and resource in self.resources:
                 return str(self.get_att(resource, attribute))
             return str(self.ref(expression))
 
         return re.sub(r"\$\{([^}]+)\}", replace, text)
 
     def ref(self, name: str) -> Any:
-        pseudo = {
-            "AWS::Region": REGION,
-            "AWS::AccountId": ACCOUNT_ID,
-            "AWS::StackName": STACK_NAME,
-            "AWS::Partition": "aws",
-            "AWS::URLSuffix": "amazonaws.com",
-            "AWS::StackId": (
-                f"arn:aws:cloudformation:{REGION}:{ACCOUNT_ID}:stack/{STACK_NAME}/local"
-            ),
-            "AWS::NoValue": NO_VALUE,
-        }
-        if name in pseudo:
-            return pseudo[name]
+        if name in PSEUDO_PARAMETERS:
+            return PSEUDO_PARAMETERS[name]
         if name in self.parameters:
             return self.parameters[name]
         return self.physical_name(name)
@@ -296,7 +316,7 @@ class Template:
                 "RegionalDomainName": f"{name}.s3.{REGION}.amazonaws.com",
             }.get(attribute, f"{name}.{attribute}")
         if resource_type == FUNCTION_TYPE and attribute == "Arn":
-            return f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{name}"
+            return lambda_arn(name)
         if attribute == "Arn":
             service = resource_type.split("::")[1].lower() if "::" in resource_type else "local"
             return f"arn:aws:{service}:{REGION}:{ACCOUNT_ID}:{name}"
@@ -304,28 +324,21 @@ class Template:
 
     # -- functions -----------------------------------------------------------
 
-    def _function_globals(self) -> dict[str, Any]:
-        return (self.document.get("Globals") or {}).get("Function") or {}
-
-    def _api_globals(self) -> dict[str, Any]:
-        return (self.document.get("Globals") or {}).get("Api") or {}
-
     def functions(self) -> list[Function]:
         return [
             self._function(logical_id, resource)
             for logical_id, resource in self._of_type(FUNCTION_TYPE).items()
-            if self._resource_enabled(resource)
         ]
 
     def function(self, logical_id: str) -> Function:
-        for function in self.functions():
-            if function.logical_id == logical_id:
-                return function
-        raise KeyError(logical_id)
+        resource = self._of_type(FUNCTION_TYPE).get(logical_id)
+        if resource is None:
+            raise KeyError(logical_id)
+        return self._function(logical_id, resource)
 
     def _function(self, logical_id: str, resource: Mapping[str, Any]) -> Function:
         own = resource.get("Properties") or {}
-        shared = self._function_globals()
+        shared = self._globals("Function")
 
         def prop(name: str, default: Any = None) -> Any:
             return self.resolve(own[name]) if name in own else self.resolve(shared.get(name, default))
@@ -372,8 +385,6 @@ class Template:
     def routes(self) -> list[Route]:
         routes = []
         for function_id, resource in self._of_type(FUNCTION_TYPE).items():
-            if not self._resource_enabled(resource):
-                continue
             events = (resource.get("Properties") or {}).get("Events") or {}
             for event_name, event in events.items():
                 if event.get("Type") == "Api":
@@ -395,14 +406,17 @@ class Template:
         )
 
     def _api_properties(self, event: Mapping[str, Any]) -> dict[str, Any]:
-        """Globals.Api merged with the Api resource the event points at (if any)."""
-        merged = dict(self.resolve(self._api_globals()))
+        """Globals.Api merged with the Api resource the event points at (if any);
+        resolved once per Api, however many routes it has."""
         rest_api = (event.get("Properties") or {}).get("RestApiId")
         logical_id = rest_api.get("Ref") if isinstance(rest_api, dict) else rest_api
-        resource = self.resources.get(logical_id or "")
-        if resource and resource.get("Type") == API_TYPE:
-            merged.update(self.resolve(resource.get("Properties") or {}))
-        return merged
+        if logical_id not in self._apis:
+            merged = dict(self.resolve(self._globals("Api")))
+            resource = self.resources.get(logical_id or "")
+            if resource and resource.get("Type") == API_TYPE:
+                merged.update(self.resolve(resource.get("Properties") or {}))
+            self._apis[logical_id] = merged
+        return self._apis[logical_id]
 
     # -- schedules -----------------------------------------------------------
 
@@ -410,8 +424,6 @@ class Template:
         """Schedule / ScheduleV2 events: what EventBridge would invoke, and how often."""
         found = []
         for function_id, resource in self._of_type(FUNCTION_TYPE).items():
-            if not self._resource_enabled(resource):
-                continue
             events = (resource.get("Properties") or {}).get("Events") or {}
             for event in events.values():
                 if event.get("Type") not in ("Schedule", "ScheduleV2"):
@@ -431,8 +443,7 @@ class Template:
     def buckets(self) -> list[Bucket]:
         return [
             Bucket(logical_id=logical_id, name=self.physical_name(logical_id))
-            for logical_id, resource in self._of_type(BUCKET_TYPE).items()
-            if self._resource_enabled(resource)
+            for logical_id in self._of_type(BUCKET_TYPE)
         ]
 
     # -- tables --------------------------------------------------------------
@@ -441,8 +452,6 @@ class Template:
         """DynamoDB tables as `create_table` arguments (name, keys, attributes)."""
         found = []
         for logical_id, resource in self._of_type(TABLE_TYPE).items():
-            if not self._resource_enabled(resource):
-                continue
             props = self.resolve(resource.get("Properties") or {})
             found.append({
                 "TableName": self.physical_name(logical_id),

@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-RECORDINGS = Path(__file__).parent / "fixtures" / "comfyui"
+from comfy_core import reset_container_state
+from tests.support.recordings import recording as load_recording
+from tests.support.recordings import recording_meta as load_recording_meta
+
 COMFYUI_BASE_URL = "http://comfy.test:8188"
+
+# What every test starts from (the local stack's handlers see the same AWS values).
+_SET = {
+    "COMFYUI_BASE_URL": COMFYUI_BASE_URL,
+    "WORKFLOW_BUCKET": "workflow-bucket",
+    "WORKFLOW_PREFIX": "workflows/",
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
 
 # Settings a developer's shell may carry that would change what comfy_core does under test.
 _UNSET = (
@@ -24,6 +35,18 @@ _UNSET = (
     "AWS_PROFILE",
     "AWS_SESSION_TOKEN",
     "AWS_SECURITY_TOKEN",
+    # An endpoint would send boto3 past moto's in-process interception (mock_aws).
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_LAMBDA",
+    "AWS_ENDPOINT_URL_S3",
+    # The archive, the archiver and events: off unless a test turns them on.
+    "IMAGE_BUCKET",
+    "IMAGE_PREFIX",
+    "ARCHIVE_TYPES",
+    "ARCHIVE_MAX_ITEMS",
+    "PRESIGN_EXPIRY_SECONDS",
+    "ARCHIVER_FUNCTION_NAME",
+    "EVENT_BUS_NAME",
     "IDEMPOTENCY_TABLE",
     "IDEMPOTENCY_EXPIRY_SECONDS",
     "JOBS_DLQ_URL",
@@ -35,15 +58,27 @@ _UNSET = (
     "WEBHOOK_TIMEOUT",
 )
 
+# A running LocalStack (module-scoped e2e fixtures) points its in-process handlers at its moto
+# server and Lambda endpoint through these, process-wide, and puts the old values back when it
+# stops. They are taken out of the developer's environment once per session, before any stack
+# starts; a test must not remove them while a stack runs.
+_STACK_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_LAMBDA")
 
-def load_recording(name: str) -> Any:
-    """The recorded JSON body `tests/fixtures/comfyui/<name>.json`."""
-    return json.loads((RECORDINGS / f"{name}.json").read_text(encoding="utf-8"))
+
+def _apply(patch: pytest.MonkeyPatch, unset: tuple[str, ...]) -> None:
+    for name, value in _SET.items():
+        patch.setenv(name, value)
+    for name in unset:
+        patch.delenv(name, raising=False)
 
 
-def load_recording_meta(name: str) -> dict[str, Any]:
-    """The request/response metadata `tests/fixtures/comfyui/<name>.headers.json`."""
-    return json.loads((RECORDINGS / f"{name}.headers.json").read_text(encoding="utf-8"))
+@pytest.fixture(scope="session", autouse=True)
+def clean_session_env() -> Iterator[None]:
+    """The same known env for the whole session, so module-scoped fixtures (local stacks,
+    the SAM transform) never see the developer's shell either; put back at the end."""
+    with pytest.MonkeyPatch.context() as patch:
+        _apply(patch, _UNSET)
+        yield
 
 
 @pytest.fixture
@@ -56,12 +91,6 @@ def recording_meta() -> Callable[[str], dict[str, Any]]:
     return load_recording_meta
 
 
-def _clear_caches() -> None:
-    from comfy_core import reset_container_state
-
-    reset_container_state()
-
-
 @pytest.fixture(autouse=True)
 def clean_container(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Known env and empty comfy_core caches around every test.
@@ -70,14 +99,7 @@ def clean_container(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     and everything is put back afterwards. Settings are read lazily: a test that changes
     env after calling `get_settings()` must call `get_settings.cache_clear()` itself.
     """
-    monkeypatch.setenv("COMFYUI_BASE_URL", COMFYUI_BASE_URL)
-    monkeypatch.setenv("WORKFLOW_BUCKET", "workflow-bucket")
-    monkeypatch.setenv("WORKFLOW_PREFIX", "workflows/")
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    for name in _UNSET:
-        monkeypatch.delenv(name, raising=False)
-    _clear_caches()
+    _apply(monkeypatch, tuple(name for name in _UNSET if name not in _STACK_ENV))
+    reset_container_state()
     yield
-    _clear_caches()
+    reset_container_state()

@@ -1,4 +1,4 @@
-"""The archiver over real sockets: moto S3 server + ComfyUI stand-in on 127.0.0.1.
+"""The archiver over real sockets: the local stack's moto server + ComfyUI stand-in on 127.0.0.1.
 
 * A 200 MiB output file is streamed into S3 by a child process whose peak memory stays
   far below the file size; the stored object has the source's size and hash.
@@ -17,12 +17,10 @@ from typing import Any
 import pytest
 import requests
 
-pytest.importorskip("devtools.comfyui_standin", reason="ComfyUI stand-in not available")
+from comfy_core import archive, reset_container_state  # noqa: E402
 
-from comfy_core import archive, events  # noqa: E402
-from comfy_core.config import get_settings  # noqa: E402
-
-from bench.archiver import BUCKET, MIB, Stack, local_stack, make_file, run_child, sha256_chunks, sha256_file  # noqa: E402
+from devtools.archive_probe import MIB, make_file, probe, sha256_chunks, sha256_file  # noqa: E402
+from devtools.dev import LocalStack  # noqa: E402
 
 pytestmark = pytest.mark.e2e
 
@@ -31,53 +29,60 @@ MEMORY_LIMIT = 64 * MIB
 
 
 @pytest.fixture(scope="module")
-def stack() -> Iterator[Stack]:
-    with local_stack() as running:
+def stack() -> Iterator[LocalStack]:
+    with LocalStack(port=0, standin_delay=0, schedule_every=0) as running:
+        running.empty_bucket("ImageBucket")
         yield running
 
 
-def objects(stack: Stack, prefix: str = "") -> list[dict[str, Any]]:
-    return stack.s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix).get("Contents", [])
+@pytest.fixture(scope="module")
+def s3(stack: LocalStack) -> Any:
+    return stack.client("s3")
 
 
-def test_200_mib_file_is_streamed_with_bounded_memory(stack: Stack) -> None:
-    stack.empty_bucket()
-    source = stack.output_dir / "clip_00001_.mp4"
+@pytest.fixture(scope="module")
+def bucket(stack: LocalStack) -> str:
+    return stack.buckets["ImageBucket"]
+
+
+def objects(s3: Any, bucket: str, prefix: str = "") -> list[dict[str, Any]]:
+    return s3.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
+
+
+def test_200_mib_file_is_streamed_with_bounded_memory(stack: LocalStack, s3: Any, bucket: str) -> None:
+    source = Path(stack.standin.output_dir) / "clip_00001_.mp4"
     make_file(source, 200 * MIB)
-    make_file(stack.output_dir / "warmup.bin", 256 * 1024)
     try:
-        report = run_child(stack, "archive", source.name, memory=True)
-        growth = report["rss_peak"] - report["rss_before"]
+        report = probe(stack, "archive", source.name, memory=True)
+        growth = report["rss_growth"]
         assert growth < MEMORY_LIMIT, f"peak RSS grew {growth / MIB:.1f} MiB for a 200 MiB file"
         assert report["tracemalloc_peak"] < MEMORY_LIMIT
         assert report["bytes"] == 200 * MIB
 
-        (stored,) = [o for o in objects(stack, "images/") if o["Key"].endswith(f"/{source.name}")]
-        head = stack.s3.head_object(Bucket=BUCKET, Key=stored["Key"])
+        (stored,) = [o for o in objects(s3, bucket, "images/") if o["Key"].endswith(f"/{source.name}")]
+        head = s3.head_object(Bucket=bucket, Key=stored["Key"])
         assert head["ContentLength"] == source.stat().st_size
         assert head["ContentType"] == "video/mp4"  # ComfyUI's Content-Type is kept
-        body = stack.s3.get_object(Bucket=BUCKET, Key=stored["Key"])["Body"]
+        body = s3.get_object(Bucket=bucket, Key=stored["Key"])["Body"]
         assert sha256_chunks(body.iter_chunks(MIB)) == sha256_file(source)
 
         manifest_key = stored["Key"].rsplit("/", 2)[0] + "/manifest.json"
-        manifest = json.loads(stack.s3.get_object(Bucket=BUCKET, Key=manifest_key)["Body"].read())
+        manifest = json.loads(s3.get_object(Bucket=bucket, Key=manifest_key)["Body"].read())
         assert manifest["files"][0]["size"] == 200 * MIB and manifest["files"][0]["archived"] is True
     finally:
         source.unlink(missing_ok=True)
-        stack.empty_bucket()
+        stack.empty_bucket("ImageBucket")
 
 
 # -- a sweep against prompts the stand-in really ran ------------------------------------------
 @pytest.fixture
-def archiver_env(stack: Stack, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name, value in stack.child_env().items():
-        if name.startswith(("AWS_", "COMFYUI_", "IMAGE_")):
-            monkeypatch.setenv(name, value)
+def archiver_env(stack: LocalStack, bucket: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """In-process archiver runs against the stack (AWS_ENDPOINT_URL is set while it runs):
+    its ComfyUI and its image bucket."""
+    monkeypatch.setenv("COMFYUI_BASE_URL", stack.standin.base_url)
+    monkeypatch.setenv("IMAGE_BUCKET", bucket)
     monkeypatch.delenv("ARCHIVE_TYPES", raising=False)
-    get_settings.cache_clear()
-    events.events_client.cache_clear()
-    yield
-    events.events_client.cache_clear()
+    reset_container_state()
 
 
 def run_prompt(base_url: str, name: str) -> str:
@@ -91,9 +96,10 @@ def run_prompt(base_url: str, name: str) -> str:
     raise AssertionError(f"{name} did not finish")
 
 
-def test_sweep_of_real_prompts_then_restart(stack: Stack, archiver_env: None) -> None:
-    stack.empty_bucket()
-    base = stack.comfyui_url
+def test_sweep_of_real_prompts_then_restart(
+    stack: LocalStack, s3: Any, bucket: str, archiver_env: None
+) -> None:
+    base = stack.standin.base_url
     preview = run_prompt(base, "empty_preview.json")
     saved = run_prompt(base, "empty_save.json")
 
@@ -105,7 +111,7 @@ def test_sweep_of_real_prompts_then_restart(stack: Stack, archiver_env: None) ->
         for file in doc["files"]:
             query = {k: file[k] for k in ("filename", "subfolder", "type")}
             original = requests.get(f"{base}/view", params=query, timeout=5).content
-            stored = stack.s3.get_object(Bucket=BUCKET, Key=file["s3_key"])["Body"].read()
+            stored = s3.get_object(Bucket=bucket, Key=file["s3_key"])["Body"].read()
             assert stored == original and file["size"] == len(original)
 
     second = archive.run_sweep()
@@ -124,4 +130,4 @@ def test_sweep_of_real_prompts_then_restart(stack: Stack, archiver_env: None) ->
     stack.standin.restart()
     after = archive.run_sweep()
     assert after["status"] == "ok" and after["prompts_seen"] == 0
-    stack.empty_bucket()
+    stack.empty_bucket("ImageBucket")

@@ -9,8 +9,9 @@ hostile requests (invalid UTF-8, bodies over MAX_BODY_BYTES, deep nesting, odd c
 unicode path parameters, NaN, lone surrogates) go through the same response checks.
 
 The number of requests is bounded (FUZZ_EXAMPLES per operation, derandomized: the same
-requests on every run) and counted: the last test asserts at least MIN_REQUESTS distinct
-generated requests and prints the counts per operation and status (pytest -s).
+requests on every run) and counted: after the module's last test, whatever the order, a
+module fixture asserts at least MIN_REQUESTS distinct generated requests and prints the
+counts per operation and status (pytest -s).
 """
 
 from __future__ import annotations
@@ -23,16 +24,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis import GenerationMode
+from schemathesis.specs.openapi import checks as openapi_checks
 
-schemathesis = pytest.importorskip("schemathesis")
-
-import requests  # noqa: E402
-from hypothesis import HealthCheck, settings  # noqa: E402
-from schemathesis import GenerationMode  # noqa: E402
-from schemathesis.specs.openapi import checks as openapi_checks  # noqa: E402
-
-from devtools.dev import LocalStack  # noqa: E402
-from tests.support.contract import check_error, check_response  # noqa: E402
+from comfy_core.config import Settings
+from devtools.dev import LocalStack
+from tests.support.contract import check_error, check_response
 
 pytestmark = pytest.mark.e2e
 
@@ -89,11 +89,22 @@ def _count(response: requests.Response, *_: Any, **__: Any) -> None:
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[LocalStack]:
-    with pytest.MonkeyPatch.context() as patch:
-        # Enforced like API Gateway does, so ignored_auth can show a request without it fails.
-        patch.setenv("LOCAL_API_KEY", API_KEY)
-        with LocalStack(port=0, standin_delay=0, schedule_every=0) as running:
-            yield running
+    # Enforced like API Gateway does, so ignored_auth can show a request without it fails.
+    with LocalStack(port=0, standin_delay=0, schedule_every=0, api_key=API_KEY) as running:
+        yield running
+
+
+@pytest.fixture(scope="module", autouse=True)
+def report_and_request_count(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After the module's last test: the counts, and at least MIN_REQUESTS distinct
+    generated requests when the fuzz test ran for every operation (not deselected)."""
+    yield
+    STATS["distinct"] = len(DISTINCT)
+    print("\ncontract fuzz:", json.dumps(dict(sorted(STATS.items())), indent=1))
+    fuzzed = [item for item in request.session.items
+              if item.module is request.module and item.originalname == test_api_conforms_to_openapi.__name__]
+    if len(fuzzed) == len(list(schema.get_all_operations())):
+        assert STATS["distinct"] >= MIN_REQUESTS, dict(STATS)
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +137,13 @@ def test_api_conforms_to_openapi(case: Any, stack: LocalStack, session: requests
 
 
 # -- hand-made hostile requests ----------------------------------------------------------------
-MAX_BODY_BYTES = 1_048_576  # comfy_core's default; the local stack does not override it
+def _default_max_body_bytes() -> int:
+    with pytest.MonkeyPatch.context() as env:
+        env.delenv("MAX_BODY_BYTES", raising=False)
+        return Settings.from_env().max_body_bytes
+
+
+MAX_BODY_BYTES = _default_max_body_bytes()  # comfy_core's default; the local stack does not override it
 RUN = ("POST", "/api/workflow/{workflow_name}")
 
 
@@ -217,13 +234,3 @@ def test_hostile_request_gets_a_documented_answer(
 
 def _reject_constant(name: str) -> None:
     raise AssertionError(f"response body contains {name}, which is not JSON")
-
-
-def test_zz_report_and_request_count() -> None:
-    """Runs after the fuzz cases above (pytest keeps file order)."""
-    operations = {key for key in STATS if key.startswith("op ")}
-    if len(operations) < len(list(schema.get_all_operations())):
-        pytest.skip("the fuzz test did not run for every operation (deselected?)")
-    STATS["distinct"] = len(DISTINCT)
-    print("\ncontract fuzz:", json.dumps(dict(sorted(STATS.items())), indent=1))
-    assert STATS["distinct"] >= MIN_REQUESTS, dict(STATS)

@@ -23,7 +23,6 @@ import hashlib
 import json
 import os
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -33,17 +32,15 @@ from typing import Any
 
 import pytest
 import requests
+import urllib3.util.connection
+from botocore.awsrequest import AWSResponse
 
-pytest.importorskip("devtools.comfyui_standin", reason="ComfyUI stand-in not available")
-pytest.importorskip("schemathesis")
-
-from botocore.awsrequest import AWSResponse  # noqa: E402
-
-from comfy_core import archive, reset_container_state, storage  # noqa: E402
-from comfy_core.client import ComfyUIClient  # noqa: E402
-from comfy_core.config import get_settings  # noqa: E402
-from devtools.dev import LocalStack  # noqa: E402
-from tests.support.contract import INTERNAL_MARKERS, check_error, check_response  # noqa: E402
+from comfy_core import archive, reset_container_state, storage
+from comfy_core.client import ComfyUIClient
+from comfy_core.config import get_settings
+from devtools.dev import LocalStack
+from tests.support.contract import INTERNAL_MARKERS, check_error, check_response
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -155,10 +152,8 @@ def fake() -> Iterator[FakeComfyUI]:
 
 @pytest.fixture(scope="module")
 def fault_stack(fake: FakeComfyUI) -> Iterator[LocalStack]:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.delenv("LOCAL_API_KEY", raising=False)
-        with LocalStack(port=0, comfyui_base_url=fake.url, schedule_every=0) as stack:
-            yield stack
+    with LocalStack(port=0, comfyui_base_url=fake.url, schedule_every=0) as stack:
+        yield stack
 
 
 @pytest.fixture
@@ -166,6 +161,37 @@ def short_timeouts(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COMFYUI_READ_TIMEOUT", str(READ_TIMEOUT))
     monkeypatch.setenv("COMFYUI_CONNECT_TIMEOUT", "1")
     reset_container_state()
+
+
+@pytest.fixture
+def connects(fake: FakeComfyUI, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, int]]:
+    """Every TCP connection this process tries to open to the fake ComfyUI, refused ones
+    too (the handlers run in this process, behind the local API)."""
+    attempts: list[tuple[str, int]] = []
+    create_connection = urllib3.util.connection.create_connection
+
+    def counted(address: tuple[str, int], *args: Any, **kwargs: Any) -> Any:
+        if address[1] == fake.port:
+            attempts.append(address)
+        return create_connection(address, *args, **kwargs)
+
+    monkeypatch.setattr(urllib3.util.connection, "create_connection", counted)
+    return attempts
+
+
+def assert_one_attempt(fake: FakeComfyUI, connects: list[tuple[str, int]], refused: bool, retried: bool,
+                       requests_before: int, connects_before: int, what: str) -> None:
+    """The ComfyUI calls one API request or archiver run made, counted, not timed: a hung
+    ComfyUI costs one read timeout, not one per retry (read timeouts, 500s and bad bodies are
+    never retried). Only a refused connection is retried, COMFYUI_GET_RETRIES times, and only
+    for a GET (`retried`)."""
+    reached = sum(fake.requests.values()) - requests_before
+    if refused:
+        assert reached == 0, (what, fake.requests)
+        tries = 1 + get_settings().get_retries if retried else 1
+        assert len(connects) - connects_before == tries, (what, connects[connects_before:])
+    else:
+        assert reached == 1, (what, fake.requests)
 
 
 # (method, raw path, spec path, body): every route that calls ComfyUI.
@@ -203,18 +229,20 @@ def _apply(fake: FakeComfyUI, behaviour: Callable[[BaseHTTPRequestHandler], None
 @pytest.mark.parametrize("fault", list(COMFY_FAULTS))
 def test_api_answers_comfyui_faults_with_documented_errors(
     fault: str, fake: FakeComfyUI, fault_stack: LocalStack, short_timeouts: None,
+    connects: list[tuple[str, int]],
 ) -> None:
     behaviour, status = COMFY_FAULTS[fault]
     _apply(fake, behaviour)
     try:
         for method, raw_path, spec_path, body in COMFY_ROUTES:
-            started = time.monotonic()
+            requests_before, connects_before = sum(fake.requests.values()), len(connects)
             response = requests.request(method, fault_stack.api_url + raw_path, data=body, timeout=TIMEOUT)
-            elapsed = time.monotonic() - started
             answer = check_error(response, status)
             check_response(method, spec_path, response)
-            # A hung ComfyUI costs one read timeout, not one per retry.
-            assert elapsed < READ_TIMEOUT * 4 + 2, (raw_path, elapsed)
+            # The route's first ComfyUI call is a GET, except POST /prompt for a workflow run.
+            assert_one_attempt(fake, connects, refused=behaviour is None, retried=method != "POST",
+                               requests_before=requests_before, connects_before=connects_before,
+                               what=raw_path)
             if spec_path == "/api/test_comfy":
                 assert answer["status"] == "error"
             report(f"api {fault} -> {response.status_code}")
@@ -251,26 +279,35 @@ def test_full_comfyui_queue_is_429_with_retry_after(
 @pytest.mark.parametrize("fault", list(COMFY_FAULTS))
 def test_archiver_run_ends_cleanly_on_comfyui_faults(
     fault: str, fake: FakeComfyUI, fault_stack: LocalStack, short_timeouts: None,
-    monkeypatch: pytest.MonkeyPatch,
+    connects: list[tuple[str, int]], monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     behaviour, _ = COMFY_FAULTS[fault]
     bucket = fault_stack.buckets["ImageBucket"]
     monkeypatch.setenv("COMFYUI_BASE_URL", fake.url)
     monkeypatch.setenv("IMAGE_BUCKET", bucket)
     reset_container_state()
+    # moto's state is per process, so the bucket may hold other tests' objects: compare.
+    stored_before = all_keys(bucket)
     _apply(fake, behaviour)
+    requests_before, connects_before = sum(fake.requests.values()), len(connects)
     try:
-        started = time.monotonic()
         summary = archive.run_sweep()
-        elapsed = time.monotonic() - started
     finally:
         fake.release.set()
         fake.serve()
     assert summary["status"] == "failed" and summary["prompts_archived"] == 0, summary
     assert not any(marker in summary["error"] for marker in INTERNAL_MARKERS), summary["error"]
-    assert elapsed < READ_TIMEOUT * 4 + 2
-    assert storage.s3_client().list_objects_v2(Bucket=bucket).get("KeyCount", 0) == 0
+    # The run's one ComfyUI call is GET /history.
+    assert_one_attempt(fake, connects, refused=behaviour is None, retried=True,
+                       requests_before=requests_before, connects_before=connects_before, what=fault)
+    assert all_keys(bucket) == stored_before  # nothing written
     report(f"archiver {fault} -> run failed cleanly")
+
+
+def all_keys(bucket: str) -> set[str]:
+    """Every key in the bucket, through comfy_core's own S3 client."""
+    pages = storage.s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket)
+    return {item["Key"] for page in pages for item in page.get("Contents") or []}
 
 
 # -- S3: counting what completes, failing what we choose --------------------------------
@@ -335,20 +372,18 @@ class S3Faults:
 # -- a stack with the stand-in, for the archiver and the S3 faults ------------------------
 @pytest.fixture(scope="module")
 def standin_stack() -> Iterator[LocalStack]:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.delenv("LOCAL_API_KEY", raising=False)
-        with LocalStack(port=0, standin_delay=0, schedule_every=0) as stack:
-            # A workflow with both kinds of output: SaveImage (kept) and PreviewImage (temp).
-            mixed = {
-                "1": {"class_type": "EmptyImage", "inputs": {"width": 32, "height": 32, "batch_size": 1,
-                                                               "color": 65280}},
-                "2": {"class_type": "SaveImage",
-                      "inputs": {"images": ["1", 0], "filename_prefix": "fault_mixed"}},
-                "3": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}},
-            }
-            stack._s3().put_object(Bucket=stack.buckets["WorkflowBucket"], Key="workflows/fault_mixed.json",
-                                   Body=json.dumps(mixed).encode())
-            yield stack
+    with LocalStack(port=0, standin_delay=0, schedule_every=0) as stack:
+        # A workflow with both kinds of output: SaveImage (kept) and PreviewImage (temp).
+        mixed = {
+            "1": {"class_type": "EmptyImage", "inputs": {"width": 32, "height": 32, "batch_size": 1,
+                                                           "color": 65280}},
+            "2": {"class_type": "SaveImage",
+                  "inputs": {"images": ["1", 0], "filename_prefix": "fault_mixed"}},
+            "3": {"class_type": "PreviewImage", "inputs": {"images": ["1", 0]}},
+        }
+        stack._s3().put_object(Bucket=stack.buckets["WorkflowBucket"], Key="workflows/fault_mixed.json",
+                               Body=json.dumps(mixed).encode())
+        yield stack
 
 
 @pytest.fixture
@@ -371,12 +406,9 @@ def run_and_wait(stack: LocalStack, workflow: str, width_node: str = "1") -> str
     answer = requests.post(f"{stack.api_url}/api/workflow/{workflow}", json=body, timeout=TIMEOUT)
     assert answer.status_code == 200, answer.text
     prompt_id = answer.json()["prompt_id"]
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if requests.get(f"{stack.standin.base_url}/history/{prompt_id}", timeout=TIMEOUT).json():
-            return prompt_id
-        time.sleep(0.02)
-    raise AssertionError(f"{workflow} did not finish")
+    wait_for(lambda: requests.get(f"{stack.standin.base_url}/history/{prompt_id}", timeout=TIMEOUT).json(),
+             timeout=20, what=f"{workflow} finished")
+    return prompt_id
 
 
 def manifest(bucket: str, prompt_id: str) -> dict[str, Any] | None:

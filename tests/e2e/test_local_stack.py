@@ -7,13 +7,14 @@ Routes, handlers and environment all come from template.yaml, so this is what
 from __future__ import annotations
 
 import socket
-import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
 
 from devtools.dev import LocalStack
+from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -42,17 +43,15 @@ def test_run_workflow_poll_status_and_fetch_images(local_stack: LocalStack) -> N
     prompt_id = submitted.json()["prompt_id"]
     assert prompt_id
 
-    # Bounded poll: a stuck prompt fails the test instead of hanging it.
-    deadline = time.monotonic() + POLL_SECONDS
-    status: dict = {}
-    while time.monotonic() < deadline:
+    def finished() -> dict[str, Any] | None:
         answer = requests.get(f"{api}/api/task_status/{prompt_id}", timeout=TIMEOUT)
         assert answer.status_code == 200, answer.text
         status = answer.json()
-        if status.get("status") in ("completed", "error"):
-            break
-        time.sleep(0.1)
-    assert status.get("status") == "completed", status
+        return status if status.get("status") in ("completed", "error") else None
+
+    # Bounded poll: a stuck prompt fails the test instead of hanging it.
+    status = wait_for(finished, POLL_SECONDS, interval=0.1, what="prompt finished")
+    assert status["status"] == "completed", status
 
     listed = requests.get(f"{api}/api/image/{prompt_id}", timeout=TIMEOUT)
     assert listed.status_code == 200, listed.text
@@ -75,15 +74,12 @@ def test_the_original_call_flow_ends_with_archived_bytes_equal_to_comfyui(local_
     ).json()
     prompt_id = submitted["prompt_id"]
 
-    deadline = time.monotonic() + POLL_SECONDS
-    images: list = []
-    while time.monotonic() < deadline:
+    def archived() -> list[dict[str, Any]] | None:
         status = requests.get(f"{api}/api/task_status/{prompt_id}", timeout=TIMEOUT).json()
         images = status.get("images") or []
-        if images and all(image.get("download_url") for image in images):
-            break
-        time.sleep(0.2)
-    assert images and all(image.get("download_url") for image in images), images
+        return images if images and all(image.get("download_url") for image in images) else None
+
+    wait_for(archived, POLL_SECONDS, interval=0.2, what="every image archived with a download_url")
 
     answer = requests.get(f"{api}/api/image/{prompt_id}", timeout=TIMEOUT).json()
     # The prompt reached ComfyUI: the text workflow names its file after it.
@@ -117,25 +113,25 @@ def _port_open(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
-def test_stack_stops_cleanly_and_restarts_on_the_same_port(local_stack: LocalStack, cold_start) -> None:
+def test_stack_stops_cleanly_and_restarts_on_the_same_port(local_stack: LocalStack) -> None:
     # Reuse the module's ComfyUI: this test is about the API and moto lifecycle.
     comfyui = local_stack.standin.base_url
     first = LocalStack(port=0, comfyui_base_url=comfyui).start()
     port = first.api.port
     lambda_port = first.lambda_api.port
-    moto_endpoint = first.s3_endpoint
+    moto_endpoint = first.moto_endpoint
     try:
         assert requests.get(f"{first.api_url}/api/workflows", timeout=TIMEOUT).status_code == 200
     finally:
         first.stop()
     assert not _port_open(port)
     assert not _port_open(lambda_port)
-    assert moto_endpoint != local_stack.s3_endpoint
+    assert moto_endpoint != local_stack.moto_endpoint
     assert not _port_open(int(moto_endpoint.rsplit(":", 1)[1]))
 
     # Right after a stop the same port can be bound again (SO_REUSEADDR).
     with LocalStack(port=port, comfyui_base_url=comfyui) as second:
         assert second.api.port == port
-        cold_start()  # the handlers' S3 client still points at the first stack's moto
+        # No reset by hand: start() drops the S3 client built for the first stack's moto.
         assert requests.get(f"{second.api_url}/api/workflows", timeout=TIMEOUT).status_code == 200
     assert not _port_open(port)

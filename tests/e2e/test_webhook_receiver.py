@@ -18,14 +18,13 @@ from typing import Any
 import pytest
 
 from comfy_core import archive, webhooks
-from comfy_core import client as client_module
-from comfy_core.client import ComfyUIClient
 from comfy_core.config import get_settings
 from comfy_core.observability import metrics
 from comfy_core.storage import s3_client
 from moto import mock_aws
-from tests.support.fake_comfy import RECORDINGS, StreamingComfy, recording
+from tests.support.fake_comfy import StreamingComfy, use_session
 from tests.support.jobs import SECRET, SECRET_NAME, put_secret
+from tests.support.recordings import recorded_file, recording
 
 pytestmark = pytest.mark.e2e
 
@@ -84,7 +83,6 @@ def sweep(monkeypatch: pytest.MonkeyPatch, receiver: Receiver) -> Iterator[Any]:
     """Runs the archiver over one finished job whose webhook_url is the receiver."""
     monkeypatch.setenv("IMAGE_BUCKET", "image-bucket")
     monkeypatch.setenv("WEBHOOK_SECRET_PARAMETER", SECRET_NAME.lstrip("/"))
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     monkeypatch.setattr(webhooks, "BACKOFF_SECONDS", 0.0)
     get_settings.cache_clear()
     metrics.clear_metrics()
@@ -96,9 +94,8 @@ def sweep(monkeypatch: pytest.MonkeyPatch, receiver: Receiver) -> Iterator[Any]:
         s3_client().create_bucket(Bucket="image-bucket")
         session = StreamingComfy()
         session.routes[("GET", "/history")] = (200, history)
-        png = (RECORDINGS / "view_output.png").read_bytes()
-        session.files[("output", "", "harness_save_00001_.png")] = png
-        monkeypatch.setattr(client_module, "_client", ComfyUIClient(get_settings(), session=session))
+        session.files[("output", "", "harness_save_00001_.png")] = recorded_file("view_output.png")
+        use_session(monkeypatch, session)
         yield lambda: archive.run_sweep()
 
 

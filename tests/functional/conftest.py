@@ -3,31 +3,25 @@ ComfyUI from recorded answers through FakeComfySession."""
 
 from __future__ import annotations
 
-import copy
-import importlib
+import io
 import json
-from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 import boto3
 import pytest
 from moto import mock_aws
 
-from comfy_core import client as client_module
-from tests.support.fake_comfy import FakeComfySession
-from tests.support.lambda_context import FakeLambdaContext
+from comfy_core.observability import logger
+from tests.support.fake_comfy import FakeComfySession, use_session
+from tests.support.handlers import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
-EVENTS = ROOT / "events"
 WORKFLOWS = ROOT / "workflows"
 
 
 @pytest.fixture
-def s3(monkeypatch):
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+def s3() -> Iterator[Any]:
+    """moto's S3 with the sample workflows uploaded (credentials and region: tests/conftest.py)."""
     with mock_aws():
         s3 = boto3.client("s3", region_name="us-east-1")
         s3.create_bucket(Bucket="workflow-bucket")
@@ -37,24 +31,42 @@ def s3(monkeypatch):
 
 
 @pytest.fixture
-def comfy(monkeypatch) -> FakeComfySession:
+def comfy(monkeypatch: pytest.MonkeyPatch) -> FakeComfySession:
     """The ComfyUI the handlers talk to; tests set `comfy.routes`."""
     session = FakeComfySession()
-    # The client itself is built on first use, from the settings in force then.
-    monkeypatch.setattr(client_module, "_new_session", lambda settings: session)
+    use_session(monkeypatch, session)
     return session
 
 
-def event(name: str, **changes: Any) -> dict[str, Any]:
-    """A sample event from events/, with top-level fields replaced."""
-    data = json.loads((EVENTS / f"{name}.json").read_text())
-    for key, value in changes.items():
-        data[key] = copy.deepcopy(value)
-    return data
+class CapturedLogs:
+    """What the handlers' logger wrote during the test: `text()` all of it, and calling the
+    object gives the JSON log lines, parsed."""
+
+    def __init__(self, buffer: io.StringIO) -> None:
+        self._buffer = buffer
+
+    def text(self) -> str:
+        return self._buffer.getvalue()
+
+    def __call__(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.text().splitlines()
+                if line.startswith("{") and '"level"' in line]
 
 
-def invoke(function: str, evt: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    module = importlib.import_module(f"functions.{function}.app")
-    response = module.lambda_handler(evt, FakeLambdaContext())
-    assert response["headers"]["Content-Type"] == "application/json"
-    return response["statusCode"], json.loads(response["body"])
+@pytest.fixture
+def logs() -> Iterator[CapturedLogs]:
+    """The handler's stream is swapped for a buffer (Powertools binds sys.stdout when the
+    logger is created, before capsys exists)."""
+    buffer = io.StringIO()
+    previous = logger.registered_handler.setStream(buffer)
+    yield CapturedLogs(buffer)
+    logger.registered_handler.setStream(previous)
+
+
+@pytest.fixture
+def debug_logging() -> Iterator[None]:
+    """The handlers' logger at DEBUG, its most talkative setting, for the test."""
+    previous = logger.log_level
+    logger.setLevel("DEBUG")
+    yield
+    logger.setLevel(previous)

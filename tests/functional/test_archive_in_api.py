@@ -9,18 +9,17 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from comfy_core import results
-from comfy_core import client as client_module
-from comfy_core.client import ComfyUIClient
 from comfy_core.config import get_settings
 from comfy_core.storage import s3_client
 from functions.archiver.app import lambda_handler as archiver
 from moto import mock_aws
-from tests.functional.conftest import event, invoke
-from tests.support.fake_comfy import RECORDINGS, StreamingComfy, recording
+from tests.support.fake_comfy import StreamingComfy, use_session
+from tests.support.handlers import event, invoke
 from tests.support.lambda_context import FakeLambdaContext
+from tests.support.recordings import recorded_file, recording
 
 PID = "11111111-2222-3333-4444-555555555555"  # PreviewImage: two temp files
-PNG = (RECORDINGS / "view_temp.png").read_bytes()
+PNG = recorded_file("view_temp.png")
 
 
 @pytest.fixture
@@ -28,7 +27,6 @@ def stack(monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.setenv("IMAGE_BUCKET", "image-bucket")
     monkeypatch.setenv("ARCHIVER_FUNCTION_NAME", "stack-archiver")
     monkeypatch.setenv("PRESIGN_EXPIRY_SECONDS", "900")
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     get_settings.cache_clear()
     requested: list[tuple[str, dict]] = []
     monkeypatch.setattr(results, "invoke_async", lambda name, payload: requested.append((name, payload)) or True)
@@ -39,7 +37,7 @@ def stack(monkeypatch: pytest.MonkeyPatch) -> Any:
         session.routes[("GET", "/queue")] = (200, recording("queue_empty"))
         for n in (1, 2):
             session.files[("temp", "", f"ComfyUI_temp_oncmo_0000{n}_.png")] = PNG
-        monkeypatch.setattr(client_module, "_client", ComfyUIClient(get_settings(), session=session))
+        use_session(monkeypatch, session)
         yield session, requested
 
 

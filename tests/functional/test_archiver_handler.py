@@ -9,16 +9,15 @@ from typing import Any
 import pytest
 import requests
 from comfy_core import archive, events
-from comfy_core import client as client_module
-from comfy_core.client import ComfyUIClient
 from comfy_core.config import get_settings
 from comfy_core.observability import metrics
 from comfy_core.storage import s3_client
 from moto import mock_aws
 
 from functions.archiver.app import lambda_handler
-from tests.functional.conftest import event
-from tests.support.fake_comfy import RECORDINGS, StreamingComfy, recording
+from tests.support.fake_comfy import StreamingComfy, use_session
+from tests.support.handlers import event
+from tests.support.recordings import recorded_file, recording
 from tests.support.lambda_context import FakeLambdaContext
 
 BUCKET = "image-bucket"
@@ -31,8 +30,6 @@ PREVIEW_FILES = [("temp", "", f"ComfyUI_temp_oncmo_0000{n}_.png") for n in (1, 2
 @pytest.fixture
 def aws(monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.setenv("IMAGE_BUCKET", BUCKET)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    monkeypatch.delenv("EVENT_BUS_NAME", raising=False)
     get_settings.cache_clear()
     events.events_client.cache_clear()
     metrics.clear_metrics()
@@ -46,13 +43,13 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Any:
 @pytest.fixture
 def comfy(monkeypatch: pytest.MonkeyPatch, aws: Any) -> StreamingComfy:
     session = StreamingComfy()
-    monkeypatch.setattr(client_module, "_client", ComfyUIClient(get_settings(), session=session))
+    use_session(monkeypatch, session)
     history = {**recording("history_id_success_save"), **recording("history_id_success_preview")}
     session.routes[("GET", "/history")] = (200, history)
     session.routes[("GET", f"/history/{SAVE_ID}")] = (200, recording("history_id_success_save"))
-    session.files[SAVE_FILE] = (RECORDINGS / "view_output.png").read_bytes()
+    session.files[SAVE_FILE] = recorded_file("view_output.png")
     for name in PREVIEW_FILES:
-        session.files[name] = (RECORDINGS / "view_temp.png").read_bytes()
+        session.files[name] = recorded_file("view_temp.png")
     return session
 
 

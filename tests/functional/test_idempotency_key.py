@@ -7,8 +7,8 @@ import json
 import pytest
 
 from comfy_core.config import get_settings
-from tests.functional.conftest import event, invoke
-from tests.support.fake_comfy import recording
+from tests.support.handlers import event, invoke
+from tests.support.recordings import recording
 from tests.support.jobs import IDEMPOTENCY_TABLE, create_idempotency_table
 
 

@@ -2,36 +2,12 @@
 
 from __future__ import annotations
 
-import io
 import json
 
-import pytest
+from tests.support.handlers import event, invoke
+from tests.support.recordings import recording
 
-from comfy_core.observability import logger
-from tests.functional.conftest import event, invoke
-from tests.support.fake_comfy import recording
-
-
-def log_lines(text: str) -> list[dict]:
-    return [json.loads(line) for line in text.splitlines() if line.startswith("{") and '"level"' in line]
-
-
-@pytest.fixture
-def logs():
-    """The JSON log lines of the test: the handler's stream is swapped for a buffer
-    (Powertools binds sys.stdout when the logger is created, before capsys exists)."""
-    buffer = io.StringIO()
-    previous = logger.registered_handler.setStream(buffer)
-    yield lambda: log_lines(buffer.getvalue())
-    logger.registered_handler.setStream(previous)
-
-
-@pytest.fixture
-def debug_logging():
-    previous = logger.log_level
-    logger.setLevel("DEBUG")
-    yield
-    logger.setLevel(previous)
+# `logs` (the JSON log lines so far) and `debug_logging` come from tests/functional/conftest.py.
 
 
 def test_debug_dumps_the_seed_debug_blocks_with_prompt_id(s3, comfy, logs, debug_logging):

@@ -11,14 +11,13 @@ from typing import Any
 import pytest
 
 from comfy_core import archive, webhooks
-from comfy_core import client as client_module
-from comfy_core.client import ComfyUIClient
 from comfy_core.config import get_settings
 from comfy_core.storage import s3_client
 from functions.archiver.app import lambda_handler as archiver
 from moto import mock_aws
-from tests.functional.conftest import event
-from tests.support.fake_comfy import RECORDINGS, StreamingComfy, recording
+from tests.support.fake_comfy import StreamingComfy, use_session
+from tests.support.handlers import event
+from tests.support.recordings import recorded_file, recording
 from tests.support.jobs import capture_events, events_in
 from tests.support.lambda_context import FakeLambdaContext
 
@@ -41,7 +40,6 @@ def with_job(name: str, job: dict[str, Any]) -> dict[str, Any]:
 @pytest.fixture
 def stack(monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.setenv("IMAGE_BUCKET", BUCKET)
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     get_settings.cache_clear()
     with mock_aws():
         s3_client().create_bucket(Bucket=BUCKET)
@@ -59,8 +57,8 @@ def stack(monkeypatch: pytest.MonkeyPatch) -> Any:
         files = {("output", "", "harness_save_00001_.png"): "view_output.png",
                  ("temp", "", "ComfyUI_temp_ulehj_00001_.png"): "view_temp.png"}
         for source, recorded in files.items():
-            session.files[source] = (RECORDINGS / recorded).read_bytes()
-        monkeypatch.setattr(client_module, "_client", ComfyUIClient(get_settings(), session=session))
+            session.files[source] = recorded_file(recorded)
+        use_session(monkeypatch, session)
         yield capture_events({"source": ["comfy-serverless-api"]})
 
 
@@ -110,7 +108,7 @@ def test_completed_event_names_the_job_and_the_archived_keys(stack, hooks):
         "bucket": BUCKET,
         "manifest_key": f"images/{SAVE_ID}/manifest.json",
         "keys": [f"images/{SAVE_ID}/2/harness_save_00001_.png"],
-        "sizes": [(RECORDINGS / "view_output.png").stat().st_size],
+        "sizes": [len(recorded_file("view_output.png"))],
         "lost": 0,
         "truncated": False,
     }

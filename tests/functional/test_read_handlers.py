@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import requests
 
-from tests.functional.conftest import event, invoke
-from tests.support.fake_comfy import recording
+from tests.support.handlers import event, invoke
+from tests.support.recordings import recording
 
 PID = "11111111-2222-3333-4444-555555555555"  # the id in the sample events and recording
 

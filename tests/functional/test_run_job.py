@@ -12,14 +12,12 @@ from typing import Any
 import pytest
 import requests
 
-from comfy_core import client as client_module
 from comfy_core import triggers, webhooks
-from comfy_core.client import ComfyUIClient
 from comfy_core.config import get_settings
 from comfy_core.errors import ComfyUIUnreachableError
 from functions.run_job.app import lambda_handler
-from tests.functional.conftest import event, invoke
-from tests.support.fake_comfy import FakeComfySession, recording
+from tests.support.handlers import event, invoke
+from tests.support.fake_comfy import FakeComfySession, use_session
 from tests.support.jobs import (
     IDEMPOTENCY_TABLE,
     capture_events,
@@ -29,6 +27,7 @@ from tests.support.jobs import (
     events_in,
 )
 from tests.support.lambda_context import FakeLambdaContext
+from tests.support.recordings import recording
 
 PROMPT_OK = (200, recording("prompt_success"))
 PROMPT_ID = recording("prompt_success")["prompt_id"]
@@ -52,7 +51,7 @@ class PartlyDownComfy(FakeComfySession):
 @pytest.fixture
 def comfy(monkeypatch: pytest.MonkeyPatch) -> PartlyDownComfy:
     session = PartlyDownComfy({("POST", "/prompt"): PROMPT_OK})
-    monkeypatch.setattr(client_module, "_client", ComfyUIClient(get_settings(), session=session))
+    use_session(monkeypatch, session)
     return session
 
 

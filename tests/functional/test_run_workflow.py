@@ -8,8 +8,8 @@ import uuid
 import pytest
 
 from comfy_core.workflows import get_store
-from tests.functional.conftest import event, invoke
-from tests.support.fake_comfy import recording
+from tests.support.handlers import event, invoke
+from tests.support.recordings import recording
 
 PROMPT_OK = (200, recording("prompt_success"))
 

@@ -6,22 +6,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from cfnlint.decode import decode
 
-from tests.functional.conftest import ROOT, event, invoke
-from tests.support.fake_comfy import recording
+from tests.support.handlers import event, invoke
+from tests.support.recordings import recording
+from tests.support.sam import api_routes, functions, load_template
 
 PID = "11111111-2222-3333-4444-555555555555"
 
 
 def api_functions() -> list[str]:
-    template, _ = decode(str(ROOT / "template.yaml"))
-    folders = []
-    for resource in template["Resources"].values():
-        props = resource.get("Properties", {})
-        if any(e.get("Type") == "Api" for e in props.get("Events", {}).values()):
-            folders.append(Path(props["CodeUri"]).name)
-    return sorted(folders)
+    """The folders of the functions serving an API route."""
+    template = load_template()
+    served = {name for _, _, name in api_routes(template)}
+    return sorted(Path(functions(template)[name]["Properties"]["CodeUri"]).name for name in served)
 
 
 @pytest.mark.parametrize("function", api_functions())

@@ -3,16 +3,14 @@ nor does the caller's API key; answers never carry internal exception text."""
 
 from __future__ import annotations
 
-import io
 import json
 
 import boto3
 import pytest
 
 from comfy_core.config import get_settings
-from comfy_core.observability import logger
-from tests.functional.conftest import event, invoke
-from tests.support.fake_comfy import recording
+from tests.support.handlers import event, invoke
+from tests.support.recordings import recording
 
 TOKEN = "Bearer s3cr3t-comfy-token-0123456789"
 API_KEY = "example-key"  # the x-api-key of the sample events
@@ -28,18 +26,7 @@ def auth(s3, monkeypatch):
     get_settings.cache_clear()
 
 
-@pytest.fixture
-def logs():
-    buffer = io.StringIO()
-    previous = logger.registered_handler.setStream(buffer)
-    level = logger.log_level
-    logger.setLevel("DEBUG")  # the most talkative setting
-    yield buffer
-    logger.setLevel(level)
-    logger.registered_handler.setStream(previous)
-
-
-def test_auth_header_is_sent_from_ssm_and_never_logged(auth, comfy, logs, capsys):
+def test_auth_header_is_sent_from_ssm_and_never_logged(auth, comfy, logs, debug_logging, capsys):
     comfy.routes[("POST", "/prompt")] = (200, recording("prompt_success"))
     comfy.routes[("GET", "/system_stats")] = (200, recording("system_stats"))
     pid = "11111111-2222-3333-4444-555555555555"
@@ -49,7 +36,7 @@ def test_auth_header_is_sent_from_ssm_and_never_logged(auth, comfy, logs, capsys
     status, body = invoke("task_status", event("task_status"))
     assert status == 502 and "Traceback" not in json.dumps(body) and "internals" not in json.dumps(body)
     assert all(call["headers"]["X-Proxy-Auth"] == TOKEN for call in comfy.calls)
-    captured = logs.getvalue() + capsys.readouterr().out
+    captured = logs.text() + capsys.readouterr().out
     assert "=== Request to ComfyUI ===" in captured  # DEBUG really was on
     assert TOKEN not in captured and "s3cr3t" not in captured
     assert API_KEY not in captured

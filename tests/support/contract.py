@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import requests
+import schemathesis
+from schemathesis.specs.openapi import checks
 
 SPEC = Path(__file__).resolve().parents[2] / "openapi.yaml"
 
@@ -23,15 +25,11 @@ INTERNAL_MARKERS = (
 
 @lru_cache(maxsize=1)
 def schema() -> Any:
-    import schemathesis
-
     return schemathesis.openapi.from_path(SPEC)
 
 
 def check_response(method: str, spec_path: str, response: requests.Response) -> None:
     """Documented status code, JSON content type and a body matching the documented schema."""
-    from schemathesis.specs.openapi import checks
-
     placeholders = {name: "x" for name in re.findall(r"{(\w+)}", spec_path)}
     case = schema()[spec_path][method.upper()].Case(path_parameters=placeholders)
     case.validate_response(response, checks=[

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -12,20 +11,7 @@ import pytest
 from comfy_core import errors
 from comfy_core.api import Request, api_handler
 from comfy_core.config import get_settings
-
-
-@dataclass
-class FakeContext:
-    function_name: str = "test-function"
-    function_version: str = "$LATEST"
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:test-function"
-    memory_limit_in_mb: int = 128
-    aws_request_id: str = "req-1"
-    log_group_name: str = "/aws/lambda/test-function"
-    log_stream_name: str = "stream"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 10_000
+from tests.support.lambda_context import FakeLambdaContext
 
 
 def event(body: Any = None, *, b64: bool = False, **extra: Any) -> dict[str, Any]:
@@ -43,7 +29,7 @@ def event(body: Any = None, *, b64: bool = False, **extra: Any) -> dict[str, Any
 
 
 def call(handler: Any, evt: dict[str, Any]) -> tuple[int, Any, dict[str, Any]]:
-    response = handler(evt, FakeContext())
+    response = handler(evt, FakeLambdaContext())
     assert response["headers"]["Content-Type"] == "application/json"
     assert response["isBase64Encoded"] is False
     return response["statusCode"], json.loads(response["body"]), response

@@ -1,27 +1,23 @@
 """comfy_core.archive: ComfyUI's finished outputs copied into S3 (moto in-process).
 
-ComfyUI is played by a `requests.Session` that answers /history from the recordings and
-streams /view bodies through a real urllib3 response, so the client's streaming and
-status mapping run as in production. `responses` is never used with moto here: both
+ComfyUI is played by tests/support/fake_comfy.StreamingComfy: it answers /history from the
+recordings and streams /view bodies through a real urllib3 response, so the client's
+streaming and status mapping run as in production. `responses` is never used with moto here: both
 patch the requests machinery.
 """
 
 from __future__ import annotations
 
 import copy
-import io
 import json
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import boto3
 import pytest
 import requests
 import responses
-import urllib3
 from botocore.exceptions import EndpointConnectionError
 from comfy_core import archive, events
 from comfy_core.client import ComfyUIClient
@@ -31,8 +27,8 @@ from comfy_core.observability import metrics
 from comfy_core.status import iter_file_outputs
 from comfy_core.storage import s3_client
 from moto import mock_aws
-
-RECORDINGS = Path(__file__).resolve().parents[1] / "fixtures" / "comfyui"
+from tests.support.fake_comfy import StreamingComfy
+from tests.support.recordings import recorded_file, recording, recording_meta
 
 BUCKET = "image-bucket"
 PREVIEW_ID = "11111111-2222-3333-4444-555555555555"  # PreviewImage: 2 files, type temp
@@ -42,12 +38,12 @@ TEXT_ID = "31cd8298-e897-4455-9231-cf8584069280"  # SaveImage into subfolder "tx
 CHAIN_ID = "1838acbb-f665-46e1-b5c8-aab365db04da"  # one temp and one output file
 INTERRUPTED_ID = "29a077c4-a4d9-49c7-a4fe-a762e23c14a3"  # outputs {}
 
-PNG_TEMP = (RECORDINGS / "view_temp.png").read_bytes()
-PNG_OUTPUT = (RECORDINGS / "view_output.png").read_bytes()
+PNG_TEMP = recorded_file("view_temp.png")
+PNG_OUTPUT = recorded_file("view_output.png")
 
 
 def entry(name: str) -> tuple[str, dict[str, Any]]:
-    ((prompt_id, data),) = json.loads((RECORDINGS / f"{name}.json").read_text()).items()
+    ((prompt_id, data),) = recording(name).items()
     return prompt_id, data
 
 
@@ -67,78 +63,10 @@ def files_of(history: dict[str, Any]) -> dict[tuple[str, str, str], bytes]:
     return files
 
 
-class StreamingComfy(requests.Session):
-    """ComfyUI as the archiver sees it: /history, /history/{id} and streamed /view."""
-
-    def __init__(self, history: dict[str, Any], files: dict[tuple[str, str, str], bytes]) -> None:
-        super().__init__()
-        self.history = history
-        self.files = files
-        self.calls: list[tuple[str, dict[str, list[str]]]] = []
-        self.view_headers: list[dict[str, str]] = []
-        self.down_after: int | None = None  # refuse connections after this many requests
-        self.short_by: dict[str, int] = {}  # filename -> bytes missing from the body
-
-    def views(self) -> int:
-        return sum(1 for path, _ in self.calls if path == "/view")
-
-    def request(self, method: str, url: str, **kwargs: Any) -> requests.Response:  # type: ignore[override]
-        parts = urlsplit(url)
-        query = parse_qs(parts.query, keep_blank_values=True)
-        for key, value in (kwargs.get("params") or {}).items():
-            query.setdefault(key, []).append(str(value))
-        self.calls.append((parts.path, query))
-        if self.down_after is not None and len(self.calls) > self.down_after:
-            raise requests.exceptions.ConnectionError("connection refused")
-        if parts.path == "/view":
-            self.view_headers.append(dict(kwargs.get("headers") or {}))
-            return self._view(query, url)
-        if parts.path == "/history":
-            items = list(self.history.items())[-int(query["max_items"][0]) :]
-            return self._json(dict(items), url)
-        prompt_id = parts.path.removeprefix("/history/")
-        found = self.history.get(prompt_id)
-        return self._json({prompt_id: found} if found else {}, url)
-
-    @staticmethod
-    def _json(body: Any, url: str) -> requests.Response:
-        response = requests.Response()
-        response.status_code, response.url = 200, url
-        response._content = json.dumps(body).encode()
-        response.headers["Content-Type"] = "application/json; charset=utf-8"
-        return response
-
-    def _view(self, query: dict[str, list[str]], url: str) -> requests.Response:
-        key = (query["type"][0], query["subfolder"][0], query["filename"][0])
-        response = requests.Response()
-        response.url = url
-        if key not in self.files:  # ComfyUI: 404 with an empty body
-            response.status_code = 404
-            response.raw = urllib3.HTTPResponse(body=io.BytesIO(b""), status=404, preload_content=False)
-            return response
-        body = self.files[key]
-        headers = {"Content-Type": "image/png", "Content-Length": str(len(body))}
-        sent = body[: len(body) - self.short_by.get(key[2], 0)]
-        response.status_code = 200
-        response.headers.update(headers)
-        response.raw = urllib3.HTTPResponse(
-            body=io.BytesIO(sent), headers=headers, status=200, preload_content=False, decode_content=False
-        )
-        return response
-
-
 @pytest.fixture
 def env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    # The other archive settings are unset by tests/conftest.py: their defaults apply.
     monkeypatch.setenv("IMAGE_BUCKET", BUCKET)
-    for name in (
-        "IMAGE_PREFIX",
-        "ARCHIVE_TYPES",
-        "ARCHIVE_MAX_ITEMS",
-        "EVENT_BUS_NAME",
-        "PRESIGN_EXPIRY_SECONDS",
-        "AWS_ENDPOINT_URL",
-    ):
-        monkeypatch.delenv(name, raising=False)
     get_settings.cache_clear()
     events.events_client.cache_clear()
     metrics.clear_metrics()
@@ -269,7 +197,7 @@ def test_part_size_keeps_huge_files_within_10000_parts() -> None:
 def test_open_view_streams_and_maps_statuses(env: None) -> None:
     client = ComfyUIClient(get_settings())
     base = get_settings().comfyui_base_url
-    meta = json.loads((RECORDINGS / "view_output.headers.json").read_text())
+    meta = recording_meta("view_output")
     responses.get(
         f"{base}/view", body=PNG_OUTPUT, status=200, headers={"Content-Type": meta["headers"]["Content-Type"]}
     )
@@ -321,11 +249,10 @@ def test_sweep_stores_output_files_and_keeps_subfolder_and_text(aws: Any) -> Non
     assert doc["files"][0]["subfolder"] == "txt"
     assert doc["files"][0]["s3_key"] == f"images/{TEXT_ID}/2/Hello_patched_world_123_00001_.png"
     assert doc["outputs"]["9"] == {"text": ["Hello, patched world! 123"]}
-    assert (
-        "/view",
-        {"filename": ["Hello_patched_world_123_00001_.png"], "subfolder": ["txt"], "type": ["output"]},
-    ) in session.calls
-    assert session.view_headers[0]["Accept-Encoding"] == "identity"
+    assert {"filename": ["Hello_patched_world_123_00001_.png"], "subfolder": ["txt"], "type": ["output"]} in [
+        view["query"] for view in session.views()
+    ]
+    assert session.views()[0]["headers"]["Accept-Encoding"] == "identity"
 
 
 def test_archive_types_setting_limits_what_is_copied(aws: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -334,7 +261,7 @@ def test_archive_types_setting_limits_what_is_copied(aws: Any, monkeypatch: pyte
     session, client = comfy_for("history_id_success_chain")
     archive.run_sweep(client=client)
     assert keys(aws) == [f"images/{CHAIN_ID}/6/chain_00001_.png", f"images/{CHAIN_ID}/manifest.json"]
-    assert session.views() == 1
+    assert len(session.views()) == 1
 
 
 def test_execution_error_keeps_the_outputs_made_before_it(aws: Any) -> None:
@@ -351,7 +278,7 @@ def test_prompt_without_files_gets_a_small_manifest_once(aws: Any, s3_calls: S3C
     session, client = comfy_for("history_id_interrupted", "history_id_exec_error_save_outside_output")
     summary = archive.run_sweep(client=client)
     assert summary["prompts_seen"] == 2 and summary["images_archived"] == 0
-    assert session.views() == 0 and s3_calls.counts["PutObject"] == 2
+    assert len(session.views()) == 0 and s3_calls.counts["PutObject"] == 2
     failed_id = "315cc78a-3c93-4d4f-83e8-bac8df93641d"  # execution error before any output
     assert keys(aws) == [f"images/{pid}/manifest.json" for pid in (INTERRUPTED_ID, failed_id)]
     assert (manifest(aws, INTERRUPTED_ID)["files"], manifest(aws, INTERRUPTED_ID)["status"]) == ([], "error")
@@ -418,8 +345,8 @@ def test_second_run_with_nothing_new_downloads_and_uploads_nothing(aws: Any, s3_
     second = archive.run_sweep(client=client)
 
     assert second["prompts_already_archived"] == 3 and second["images_archived"] == 0
-    assert session.views() == 0 and s3_calls.uploads() == 0
-    assert [path for path, _ in session.calls] == ["/history"]
+    assert len(session.views()) == 0 and s3_calls.uploads() == 0
+    assert session.paths() == ["/history"]
     assert dict(s3_calls.counts) == {"ListObjectsV2": 1}  # one listing answers for every prompt
 
 
@@ -440,7 +367,7 @@ def test_half_copied_prompt_is_finished_without_uploading_again(aws: Any, s3_cal
     summary = archive.run_sweep(client=client)
 
     assert summary["images_reused"] == 1 and summary["images_archived"] == 1
-    assert [q["filename"][0] for path, q in session.calls if path == "/view"] == [
+    assert [view["query"]["filename"][0] for view in session.views()] == [
         "ComfyUI_temp_oncmo_00002_.png"
     ]
     assert s3_calls.counts["PutObject"] == 2  # the missing file and the manifest
@@ -453,7 +380,7 @@ def test_object_with_the_wrong_size_is_copied_again(aws: Any) -> None:
     aws.put_object(Bucket=BUCKET, Key=key, Body=b"trunc", Metadata={"source-size": "366"})
     archive.run_sweep(client=client)
     assert stored(aws, key) == session.files[("output", "", "harness_save_00001_.png")]
-    assert session.views() == 1
+    assert len(session.views()) == 1
 
 
 def test_short_download_stores_nothing_and_leaves_the_prompt_open(aws: Any) -> None:
@@ -497,7 +424,7 @@ def test_s3_failure_is_retried_and_leaves_no_manifest(
     aws.meta.events.unregister("before-send.s3.PutObject", second_file_fails)
     session.calls.clear()
     assert archive.run_sweep(client=client)["prompts_archived"] == 1
-    assert session.views() == 1  # only the file that failed
+    assert len(session.views()) == 1  # only the file that failed
     assert [f["archived"] for f in manifest(aws, PREVIEW_ID)["files"]] == [True, True]
 
 
@@ -522,7 +449,7 @@ def test_comfyui_going_away_mid_run_stops_without_manifest(aws: Any) -> None:
 def test_run_stops_starting_prompts_when_lambda_time_runs_out(aws: Any) -> None:
     session, client = comfy_for("history_id_success_save")
     summary = archive.run_sweep(client=client, seconds_left=lambda: 5.0)
-    assert summary["status"] == "out_of_time" and keys(aws) == [] and session.views() == 0
+    assert summary["status"] == "out_of_time" and keys(aws) == [] and len(session.views()) == 0
 
 
 def test_large_archive_falls_back_to_head_per_prompt(
@@ -588,7 +515,7 @@ def test_archive_one(aws: Any) -> None:
     assert archive.archive_one(SAVE_ID, client=client)["status"] == "archived"
     session.calls.clear()
     assert archive.archive_one(SAVE_ID, client=client)["status"] == "already_archived"
-    assert session.views() == 0
+    assert len(session.views()) == 0
     with pytest.raises(BadRequestError):
         archive.archive_one("../x", client=client)
 

@@ -9,11 +9,14 @@ from __future__ import annotations
 import base64
 import json
 import textwrap
+import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
 
+from devtools import local_api
 from devtools.dev import Scheduler
 from devtools.local_api import (
     HttpRequest,
@@ -25,6 +28,8 @@ from devtools.local_api import (
     match_path,
 )
 from devtools.template import Route, Template, rate_seconds
+from tests.support.sam import TEMPLATE as REAL_TEMPLATE
+from tests.support.waiting import wait_for
 
 TEMPLATE = """\
 AWSTemplateFormatVersion: "2010-09-09"
@@ -168,7 +173,6 @@ def template_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "template.yaml"
     path.write_text(TEMPLATE)
     monkeypatch.syspath_prepend(str(tmp_path))
-    monkeypatch.delenv("LOCAL_API_KEY", raising=False)
     yield path
     import sys
 
@@ -329,9 +333,24 @@ def test_event_base64_encodes_binary_body() -> None:
 # ---------------------------------------------------------------- LocalApi.handle
 
 
+class _StoppedClock:
+    """The time module, but monotonic() does not move."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(time, name)
+
+    @staticmethod
+    def monotonic() -> float:
+        return 1000.0
+
+
 def test_handler_gets_event_context_and_function_environment(api: LocalApi, monkeypatch) -> None:
     monkeypatch.setenv("SHARED", "outside")
-    response = api.handle(request("GET", "/items/7", query="x=1"))
+    # The local API's clock stands still during the call: the context's remaining time is
+    # the function's whole Timeout, however long the call takes on this machine.
+    with monkeypatch.context() as frozen:
+        frozen.setattr(local_api, "time", _StoppedClock())
+        response = api.handle(request("GET", "/items/7", query="x=1"))
 
     assert response.status == 201
     payload = decoded(response)
@@ -344,7 +363,7 @@ def test_handler_gets_event_context_and_function_environment(api: LocalApi, monk
         "AWS_LAMBDA_FUNCTION_NAME": "comfy-local-EchoFunction",
     }
     assert payload["context"]["function_name"] == "comfy-local-EchoFunction"
-    assert 0 < payload["context"]["remaining"] <= 9000
+    assert payload["context"]["remaining"] == 9000  # EchoFunction's own Timeout: 9 s
     assert payload["context"]["arn"].endswith(":function:comfy-local-EchoFunction")
     # The function's environment is only applied during the call.
     import os
@@ -392,8 +411,7 @@ def test_api_key_is_not_enforced_without_local_api_key(api: LocalApi) -> None:
 
 
 def test_api_key_enforced_when_local_api_key_is_set(template_path: Path, monkeypatch) -> None:
-    monkeypatch.setenv("LOCAL_API_KEY", "sekret")
-    api = LocalApi(template_path, port=0)
+    api = LocalApi(template_path, port=0, api_key="sekret")  # what `make dev` passes from LOCAL_API_KEY
 
     missing = api.handle(request("GET", "/items/1"))
     assert missing.status == 403 and decoded(missing) == {"message": "Forbidden"}
@@ -493,10 +511,6 @@ def test_api_key_requirement_read_from_definition_body_security(tmp_path: Path) 
     assert not any(route.api_key_required for route in relaxed)
 
 
-REAL_TEMPLATE = Path(__file__).resolve().parents[2] / "template.yaml"
-
-
-@pytest.mark.skipif(not REAL_TEMPLATE.exists(), reason="template.yaml not written yet")
 def test_real_template_routes_require_a_key_by_default() -> None:
     overrides = {"ComfyUIBaseUrl": "http://127.0.0.1:8188"}
     routes = Template.load(REAL_TEMPLATE, overrides).routes()
@@ -530,17 +544,6 @@ def _tick_calls() -> list:
 
     module = sys.modules.get("fakefns.tick.app")  # imported by the first invocation
     return module.CALLS if module else []
-
-
-def _wait_for(condition, seconds: float = 5.0) -> bool:
-    import time
-
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.02)
-    return condition()
 
 
 @pytest.fixture
@@ -579,7 +582,7 @@ def test_local_lambda_event_invocation_runs_later(lambda_client) -> None:
         FunctionName="comfy-local-TickFunction", InvocationType="Event", Payload=b'{"later": 1}'
     )
     assert answer["StatusCode"] == 202
-    assert _wait_for(lambda: {"later": 1} in _tick_calls())
+    wait_for(lambda: {"later": 1} in _tick_calls(), timeout=5.0, what="the Event invocation")
 
 
 def test_scheduler_fires_schedules_as_async_invocations(template_path: Path) -> None:
@@ -587,6 +590,6 @@ def test_scheduler_fires_schedules_as_async_invocations(template_path: Path) -> 
     with LocalLambda(Invoker(Template.load(template_path))) as server:
         scheduler = Scheduler(server, [(schedule, 0.05)]).start()
         try:
-            assert _wait_for(lambda: _tick_calls().count({"sweep": True}) >= 2)
+            wait_for(lambda: _tick_calls().count({"sweep": True}) >= 2, timeout=5.0, what="two scheduled runs")
         finally:
             scheduler.stop()

@@ -3,22 +3,19 @@ the same input rules comfy_core enforces, and the function serves it (as generat
 
 from __future__ import annotations
 
-import importlib
 import json
 import re
-from pathlib import Path
 from typing import Any
 
 import jsonschema_rs
 import pytest
 import yaml
-from cfnlint.decode import decode
 
 from comfy_core import validation
 from devtools import openapi as generator
-from tests.support.lambda_context import FakeLambdaContext
+from tests.support.handlers import ROOT, event, invoke
+from tests.support.sam import api_routes, load_template
 
-ROOT = Path(__file__).resolve().parents[2]
 HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
 
 
@@ -28,16 +25,7 @@ def spec() -> dict[str, Any]:
 
 
 def template_routes() -> set[tuple[str, str]]:
-    template, errors = decode(str(ROOT / "template.yaml"))
-    assert not errors
-    routes = set()
-    for resource in template["Resources"].values():
-        if resource["Type"] != "AWS::Serverless::Function":
-            continue
-        for event in resource["Properties"].get("Events", {}).values():
-            if event["Type"] == "Api":
-                routes.add((event["Properties"]["Method"].upper(), event["Properties"]["Path"]))
-    return routes
+    return {(method, path) for method, path, _ in api_routes(load_template())}
 
 
 def spec_routes(spec: dict[str, Any]) -> set[tuple[str, str]]:
@@ -62,12 +50,9 @@ def test_served_json_is_generated_from_the_yaml(spec: dict[str, Any]) -> None:
 
 
 def test_handler_serves_the_document(spec: dict[str, Any]) -> None:
-    module = importlib.import_module("functions.openapi.app")
-    event = json.loads((ROOT / "events" / "openapi.json").read_text())
-    response = module.lambda_handler(event, FakeLambdaContext())
-    assert response["statusCode"] == 200
-    assert response["headers"]["Content-Type"] == "application/json"
-    assert json.loads(response["body"]) == spec
+    status, body = invoke("openapi", event("openapi"))  # asserts Content-Type: application/json
+    assert status == 200
+    assert body == spec
 
 
 def test_every_operation_requires_the_api_key_and_answers_json(spec: dict[str, Any]) -> None:

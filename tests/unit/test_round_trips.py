@@ -8,26 +8,22 @@ share a test. No sockets either way.
 
 from __future__ import annotations
 
-import importlib
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import responses
 from moto import mock_aws
 
-from comfy_core import client as client_module
-from comfy_core.client import ComfyUIClient
 from comfy_core.config import get_settings
 from comfy_core.storage import s3_client
 from comfy_core.workflows import get_store
-from tests.conftest import COMFYUI_BASE_URL, load_recording
-from tests.support.fake_comfy import FakeComfySession
-from tests.support.lambda_context import FakeLambdaContext
+from tests.conftest import COMFYUI_BASE_URL
+from tests.support.fake_comfy import FakeComfySession, use_session
+from tests.support.handlers import ROOT, event, invoke
+from tests.support.recordings import recording
 
-ROOT = Path(__file__).resolve().parents[2]
 FINISHED_ID = "11111111-2222-3333-4444-555555555555"  # events/*.json; history_id_success_preview
 # From queue_running_and_pending.json.
 RUNNING_ID = "29a077c4-a4d9-49c7-a4fe-a762e23c14a3"
@@ -36,26 +32,11 @@ IMAGE_BUCKET = "image-bucket"
 WORKFLOW_BUCKET = "workflow-bucket"  # tests/conftest.py sets it
 
 
-def event(name: str, prompt_id: str | None = None) -> dict[str, Any]:
-    data = json.loads((ROOT / "events" / f"{name}.json").read_text(encoding="utf-8"))
-    if prompt_id is not None:
-        data["pathParameters"] = {"prompt_id": prompt_id}
-    return data
-
-
-def invoke(function: str, evt: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    module = importlib.import_module(f"functions.{function}.app")
-    response = module.lambda_handler(evt, FakeLambdaContext())
-    return response["statusCode"], json.loads(response["body"])
-
-
 # -- ComfyUI round trips (responses) -----------------------------------------------------------
 @pytest.fixture
-def rsps(monkeypatch: pytest.MonkeyPatch) -> Iterator[responses.RequestsMock]:
-    # No archive and no archiver: this tier counts ComfyUI requests only.
-    monkeypatch.delenv("IMAGE_BUCKET", raising=False)
-    monkeypatch.delenv("ARCHIVER_FUNCTION_NAME", raising=False)
-    get_settings.cache_clear()
+def rsps() -> Iterator[responses.RequestsMock]:
+    # No archive and no archiver (IMAGE_BUCKET and ARCHIVER_FUNCTION_NAME are unset by
+    # tests/conftest.py): this tier counts ComfyUI requests only.
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
         yield mock
 
@@ -65,7 +46,7 @@ def comfy_paths(rsps: responses.RequestsMock) -> list[str]:
 
 
 def test_status_of_a_finished_prompt_is_one_comfyui_request(rsps: responses.RequestsMock) -> None:
-    rsps.get(f"{COMFYUI_BASE_URL}/history/{FINISHED_ID}", json=load_recording("history_id_success_preview"))
+    rsps.get(f"{COMFYUI_BASE_URL}/history/{FINISHED_ID}", json=recording("history_id_success_preview"))
     status, body = invoke("task_status", event("task_status"))
     assert (status, body["status"]) == (200, "completed")
     assert len(rsps.calls) == 1
@@ -77,8 +58,8 @@ def test_status_of_an_unfinished_prompt_is_two_comfyui_requests(
     rsps: responses.RequestsMock, prompt_id: str, expected: str
 ) -> None:
     rsps.get(f"{COMFYUI_BASE_URL}/history/{prompt_id}", json={})  # ComfyUI: {} until it finishes
-    rsps.get(f"{COMFYUI_BASE_URL}/queue", json=load_recording("queue_running_and_pending"))
-    status, body = invoke("task_status", event("task_status", prompt_id))
+    rsps.get(f"{COMFYUI_BASE_URL}/queue", json=recording("queue_running_and_pending"))
+    status, body = invoke("task_status", event("task_status", pathParameters={"prompt_id": prompt_id}))
     assert (status, body["status"]) == (200, expected)
     assert len(rsps.calls) == 2
     assert comfy_paths(rsps) == [f"/history/{prompt_id}", "/queue"]
@@ -104,9 +85,7 @@ class S3Ops:
 
 @pytest.fixture
 def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    # A local stack's endpoint would send boto3 past moto's interception.
-    for name in ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "ARCHIVER_FUNCTION_NAME"):
-        monkeypatch.delenv(name, raising=False)
+    # No AWS_ENDPOINT_URL* and no archiver: tests/conftest.py unsets them.
     monkeypatch.setenv("IMAGE_BUCKET", IMAGE_BUCKET)
     get_settings.cache_clear()
     with mock_aws():
@@ -119,13 +98,13 @@ def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 @pytest.fixture
 def comfy(s3: Any, monkeypatch: pytest.MonkeyPatch) -> FakeComfySession:
     session = FakeComfySession()
-    monkeypatch.setattr(client_module, "_client", ComfyUIClient(get_settings(), session=session))
+    use_session(monkeypatch, session)
     return session
 
 
 def put_manifest(s3: Any, prompt_id: str) -> None:
     """An archived prompt: the manifest the archiver writes, one record per output file."""
-    entry = load_recording("history_id_success_preview")[prompt_id]
+    entry = recording("history_id_success_preview")[prompt_id]
     files = [
         {"node_id": "2", **image, "s3_key": f"images/{prompt_id}/2/{image['filename']}", "archived": True}
         for image in entry["outputs"]["2"]["images"]
@@ -135,7 +114,7 @@ def put_manifest(s3: Any, prompt_id: str) -> None:
 
 
 def test_status_of_a_finished_archived_prompt_adds_one_s3_read(s3: Any, comfy: FakeComfySession) -> None:
-    comfy.routes[("GET", f"/history/{FINISHED_ID}")] = (200, load_recording("history_id_success_preview"))
+    comfy.routes[("GET", f"/history/{FINISHED_ID}")] = (200, recording("history_id_success_preview"))
     put_manifest(s3, FINISHED_ID)
     ops = S3Ops(s3)
     status, body = invoke("task_status", event("task_status"))
@@ -147,9 +126,9 @@ def test_status_of_a_finished_archived_prompt_adds_one_s3_read(s3: Any, comfy: F
 
 def test_status_of_a_pending_prompt_reads_nothing_from_s3(s3: Any, comfy: FakeComfySession) -> None:
     comfy.routes[("GET", f"/history/{PENDING_ID}")] = (200, {})
-    comfy.routes[("GET", "/queue")] = (200, load_recording("queue_running_and_pending"))
+    comfy.routes[("GET", "/queue")] = (200, recording("queue_running_and_pending"))
     ops = S3Ops(s3)
-    status, body = invoke("task_status", event("task_status", PENDING_ID))
+    status, body = invoke("task_status", event("task_status", pathParameters={"prompt_id": PENDING_ID}))
     assert (status, body["status"]) == (200, "pending")
     assert comfy.paths() == [f"/history/{PENDING_ID}", "/queue"]
     assert ops.names == []
@@ -160,7 +139,7 @@ def test_running_a_cached_workflow_is_one_conditional_s3_request_and_one_post(
 ) -> None:
     workflow = (ROOT / "workflows" / "text_label.json").read_bytes()
     s3.put_object(Bucket=WORKFLOW_BUCKET, Key="workflows/text_label.json", Body=workflow)
-    comfy.routes[("POST", "/prompt")] = (200, load_recording("prompt_success"))
+    comfy.routes[("POST", "/prompt")] = (200, recording("prompt_success"))
     assert invoke("run_workflow", event("run_workflow"))[0] == 200  # first request: downloads it
     assert get_store().downloads == 1
     ops = S3Ops(s3)

@@ -7,10 +7,8 @@ file names differ between runs and are normalised before comparing.
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,9 +17,9 @@ import pytest
 import requests
 
 from devtools.comfyui_standin import ComfyUIStandIn
+from tests.support.recordings import RECORDINGS, recording, recording_meta, workflow
+from tests.support.waiting import wait_for
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "comfyui"
-WORKFLOWS = FIXTURES / "workflows"
 UUID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 TEMP_NAME_RE = re.compile(r"ComfyUI_temp_[a-z]{5}_")
 TIMEOUT = 10.0
@@ -48,20 +46,8 @@ SERVER_ERROR_CASES = [
 
 # -- helpers --------------------------------------------------------------------------------
 
-def recorded_meta(name: str) -> dict[str, Any]:
-    return json.loads((FIXTURES / f"{name}.headers.json").read_text())
-
-
-def recorded_body(name: str) -> Any:
-    return json.loads((FIXTURES / f"{name}.json").read_text())
-
-
 def recorded_request(name: str) -> Any:
-    return recorded_meta(name)["request_body"]
-
-
-def workflow(name: str) -> dict[str, Any]:
-    return json.loads((WORKFLOWS / name).read_text())
+    return recording_meta(name)["request_body"]
 
 
 def normalise(value: Any) -> Any:
@@ -96,16 +82,6 @@ def sort_errors(body: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
-def wait_for(condition: Callable[[], Any], timeout: float = TIMEOUT) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        time.sleep(0.02)
-    raise AssertionError(f"condition not met within {timeout}s")
-
-
 class Client:
     def __init__(self, standin: ComfyUIStandIn) -> None:
         self.standin = standin
@@ -130,7 +106,7 @@ class Client:
         return self.get(f"/history/{prompt_id}").json()
 
     def finished(self, prompt_id: str) -> dict[str, Any]:
-        return only_entry(wait_for(lambda: self.history(prompt_id)))
+        return only_entry(wait_for(lambda: self.history(prompt_id), timeout=TIMEOUT))
 
     def run(self, body: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         prompt_id = self.submit(body)
@@ -163,7 +139,7 @@ def client(make_client: Callable[..., Client]) -> Client:
 # -- simple endpoints -----------------------------------------------------------------------
 
 def test_system_stats_has_the_recorded_shape(client: Client) -> None:
-    recorded = recorded_body("system_stats")
+    recorded = recording("system_stats")
     for path in ("/system_stats", "/api/system_stats"):
         response = client.get(path)
         assert response.status_code == 200
@@ -176,21 +152,21 @@ def test_system_stats_has_the_recorded_shape(client: Client) -> None:
 
 
 def recordings(pattern: str) -> list[str]:
-    return sorted(p.name[: -len(".headers.json")] for p in FIXTURES.glob(f"{pattern}.headers.json"))
+    return sorted(p.name[: -len(".headers.json")] for p in RECORDINGS.glob(f"{pattern}.headers.json"))
 
 
-@pytest.mark.parametrize("recording", recordings("object_info_*"))
-def test_object_info_matches_recording(client: Client, recording: str) -> None:
-    response = client.get(recorded_meta(recording)["path"])
+@pytest.mark.parametrize("name", recordings("object_info_*"))
+def test_object_info_matches_recording(client: Client, name: str) -> None:
+    response = client.get(recording_meta(name)["path"])
     assert response.status_code == 200
-    assert response.json() == recorded_body(recording)
+    assert response.json() == recording(name)
 
 
 def test_features_free_and_get_prompt(client: Client) -> None:
-    assert client.get("/features").json() == recorded_body("features")
+    assert client.get("/features").json() == recording("features")
     free = client.post("/free", json=recorded_request("free"))
     assert (free.status_code, free.content) == (200, b"")
-    assert client.get("/prompt").json() == recorded_body("prompt_get_idle")
+    assert client.get("/prompt").json() == recording("prompt_get_idle")
 
 
 def test_unknown_route_is_aiohttp_404(client: Client) -> None:
@@ -202,7 +178,7 @@ def test_unknown_route_is_aiohttp_404(client: Client) -> None:
 # -- POST /prompt ---------------------------------------------------------------------------
 
 def test_prompt_success_shape_and_numbers(client: Client) -> None:
-    recorded = recorded_body("prompt_success")
+    recorded = recording("prompt_success")
     first = client.post("/api/prompt", json=recorded_request("prompt_success"))
     second = client.post("/prompt", json={"prompt": workflow("empty_preview.json")})
     assert first.status_code == second.status_code == 200
@@ -216,25 +192,25 @@ def test_prompt_success_shape_and_numbers(client: Client) -> None:
 def test_caller_prompt_id_and_client_id_are_kept(client: Client) -> None:
     body = recorded_request("prompt_success_client_id_prompt_id")
     response = client.post("/prompt", json=body)
-    assert response.json() == recorded_body("prompt_success_client_id_prompt_id") | {"number": 0}
+    assert response.json() == recording("prompt_success_client_id_prompt_id") | {"number": 0}
     entry = client.finished(body["prompt_id"])
-    recorded = only_entry(recorded_body("history_id_success_preview"))
+    recorded = only_entry(recording("history_id_success_preview"))
     assert entry["prompt"][3] == recorded["prompt"][3]  # extra_data gains client_id
 
 
-@pytest.mark.parametrize("recording", sorted(VALIDATION_CASES))
-def test_validation_errors_match_recordings(client: Client, recording: str) -> None:
-    meta = recorded_meta(recording)
-    expected = sort_errors(normalise(recorded_body(recording)))
+@pytest.mark.parametrize("name", sorted(VALIDATION_CASES))
+def test_validation_errors_match_recordings(client: Client, name: str) -> None:
+    meta = recording_meta(name)
+    expected = sort_errors(normalise(recording(name)))
     bodies = [meta["request_body"]]
-    if VALIDATION_CASES[recording]:
-        bodies.append({"prompt": workflow(VALIDATION_CASES[recording])})
+    if VALIDATION_CASES[name]:
+        bodies.append({"prompt": workflow(VALIDATION_CASES[name])})
     for body in bodies:
         response = client.post("/prompt", json=body)
         assert response.status_code == meta["status"] == 400
         assert response.headers["Content-Type"] == "application/json; charset=utf-8"
         assert sort_errors(normalise(response.json())) == expected
-    assert client.get("/queue").json() == recorded_body("queue_empty")
+    assert client.get("/queue").json() == recording("queue_empty")
 
 
 def test_missing_model_accepted_when_the_model_exists(make_client: Callable[..., Client]) -> None:
@@ -247,17 +223,17 @@ def test_missing_model_accepted_when_the_model_exists(make_client: Callable[...,
 def test_partial_node_errors_run_the_valid_outputs(client: Client) -> None:
     response = client.post("/prompt", json=recorded_request("prompt_success_partial_node_errors"))
     assert response.status_code == 200
-    recorded = recorded_body("prompt_success_partial_node_errors")
+    recorded = recording("prompt_success_partial_node_errors")
     assert response.json()["node_errors"] == recorded["node_errors"]
     entry = client.finished(response.json()["prompt_id"])
-    expected = only_entry(recorded_body("history_id_partial_node_errors"))
+    expected = only_entry(recording("history_id_partial_node_errors"))
     expected["prompt"][0] = entry["prompt"][0]
     assert normalise(entry) == normalise(expected)
 
 
-@pytest.mark.parametrize("recording", SERVER_ERROR_CASES)
-def test_malformed_requests_get_a_plain_text_500(client: Client, recording: str) -> None:
-    meta = recorded_meta(recording)
+@pytest.mark.parametrize("name", SERVER_ERROR_CASES)
+def test_malformed_requests_get_a_plain_text_500(client: Client, name: str) -> None:
+    meta = recording_meta(name)
     body = meta.get("request_body")
     data = body if isinstance(body, str) else None
     response = client.session.request(meta["method"], client.base + meta["path"], data=data, timeout=TIMEOUT)
@@ -279,12 +255,12 @@ def test_origin_mismatch_is_403_with_empty_body(client: Client) -> None:
 def test_queue_items_pending_quirk_and_queue_edits(make_client: Callable[..., Client]) -> None:
     client = make_client(delay=2.0)
     running = client.submit({"prompt": workflow("empty_preview.json")})
-    wait_for(lambda: client.running_id() == running)
+    wait_for(lambda: client.running_id() == running, timeout=TIMEOUT)
     later = client.submit({"prompt": workflow("empty_save.json")})
     front = client.post("/prompt", json={"prompt": workflow("empty_save.json"), "front": True}).json()
 
     queue = client.get("/queue").json()
-    recorded = recorded_body("queue_running_and_pending")
+    recorded = recording("queue_running_and_pending")
     assert queue.keys() == recorded.keys()
     for item in queue["queue_running"] + queue["queue_pending"]:
         assert [type(x) for x in item] == [type(x) for x in recorded["queue_running"][0]]
@@ -307,23 +283,23 @@ def test_queue_items_pending_quirk_and_queue_edits(make_client: Callable[..., Cl
 
 
 def test_unknown_history_id_is_empty(client: Client) -> None:
-    meta = recorded_meta("history_id_unknown")
+    meta = recording_meta("history_id_unknown")
     response = client.get(meta["path"])
     assert response.status_code == 200
-    assert response.json() == recorded_body("history_id_unknown") == {}
-    assert client.get("/history").json() == recorded_body("history_empty")
+    assert response.json() == recording("history_id_unknown") == {}
+    assert client.get("/history").json() == recording("history_empty")
 
 
 def test_finished_save_entry_matches_recording(client: Client) -> None:
     _, entry = client.run(recorded_request("prompt_success"))
-    expected = only_entry(recorded_body("history_id_success_save"))
+    expected = only_entry(recording("history_id_success_save"))
     assert normalise(entry) == normalise(expected)
     assert entry["outputs"]["2"]["images"][0]["type"] == "output"
 
 
 def test_finished_preview_entry_matches_recording(client: Client) -> None:
     _, entry = client.run(recorded_request("prompt_success_client_id_prompt_id"))
-    expected = only_entry(recorded_body("history_id_success_preview"))
+    expected = only_entry(recording("history_id_success_preview"))
     expected["prompt"][0] = entry["prompt"][0]
     assert normalise(entry) == normalise(expected)
     assert {image["type"] for image in entry["outputs"]["2"]["images"]} == {"temp"}
@@ -331,7 +307,7 @@ def test_finished_preview_entry_matches_recording(client: Client) -> None:
 
 def test_text_nodes_compute_the_linked_filename_prefix(client: Client) -> None:
     _, entry = client.run(recorded_request("prompt_success_text"))
-    expected = only_entry(recorded_body("history_id_success_text"))
+    expected = only_entry(recording("history_id_success_text"))
     assert entry["outputs"] == expected["outputs"]
     assert (Path(client.standin.output_dir) / "txt" / "Hello_patched_world_123_00001_.png").is_file()
 
@@ -340,7 +316,7 @@ def test_identical_back_to_back_prompt_is_cached(client: Client) -> None:
     body = {"prompt": workflow("empty_save.json")}
     _, first = client.run(body)
     _, second = client.run(body)
-    recorded = only_entry(recorded_body("history_id_cache_identical_back_to_back"))
+    recorded = only_entry(recording("history_id_cache_identical_back_to_back"))
     assert second["outputs"] == first["outputs"]
     assert second["status"]["messages"][1][1]["nodes"] == recorded["status"]["messages"][1][1]["nodes"]
     client.run({"prompt": workflow("empty_preview.json")})
@@ -359,7 +335,7 @@ def test_history_paging_like_comfyui(client: Client) -> None:
     assert list(client.get("/history").json()) == ids[1:]
     cleared = client.post("/history", json=recorded_request("history_post_clear"))
     assert (cleared.status_code, cleared.content) == (200, b"")
-    assert client.get("/history").json() == recorded_body("history_after_clear")
+    assert client.get("/history").json() == recording("history_after_clear")
 
 
 def test_history_is_capped_oldest_first(make_client: Callable[..., Client]) -> None:
@@ -372,12 +348,12 @@ def test_history_is_capped_oldest_first(make_client: Callable[..., Client]) -> N
 def test_global_interrupt_matches_recording(make_client: Callable[..., Client]) -> None:
     client = make_client(delay=5.0)
     prompt_id = client.submit({"prompt": workflow("slow_noise_blur.json")})
-    wait_for(lambda: client.running_id() == prompt_id)
+    wait_for(lambda: client.running_id() == prompt_id, timeout=TIMEOUT)
     response = client.post("/interrupt", data=recorded_request("interrupt_global"))
     assert (response.status_code, response.content) == (200, b"")
     # Interruptible: the entry arrives long before the 5 s delay would have run out.
     entry = only_entry(wait_for(lambda: client.history(prompt_id), timeout=3.0))
-    expected = only_entry(recorded_body("history_id_interrupted"))
+    expected = only_entry(recording("history_id_interrupted"))
     assert entry.keys() == expected.keys()
     assert (entry["outputs"], entry["meta"]) == (expected["outputs"], expected["meta"]) == ({}, {})
     assert {k: v for k, v in entry["status"].items() if k != "messages"} == {"status_str": "error",
@@ -395,10 +371,10 @@ def test_targeted_interrupt_only_hits_the_running_prompt(make_client: Callable[.
     client = make_client(delay=0.6)
     first = client.submit({"prompt": workflow("empty_preview.json")})
     second = client.submit({"prompt": workflow("empty_save.json")})
-    wait_for(lambda: client.running_id() == first)
+    wait_for(lambda: client.running_id() == first, timeout=TIMEOUT)
     client.post("/interrupt", json={"prompt_id": second})  # pending, not running: no effect
     assert client.finished(first)["status"]["status_str"] == "success"
-    wait_for(lambda: client.running_id() == second)
+    wait_for(lambda: client.running_id() == second, timeout=TIMEOUT)
     client.post("/interrupt", json={"prompt_id": second})
     last = client.finished(second)["status"]["messages"][-1]
     assert last[0] == "execution_interrupted"
@@ -408,7 +384,7 @@ def test_targeted_interrupt_only_hits_the_running_prompt(make_client: Callable[.
 
 def test_save_outside_output_is_an_execution_error(client: Client) -> None:
     _, entry = client.run({"prompt": workflow("exec_error_save_outside_output.json")})
-    expected = only_entry(recorded_body("history_id_exec_error_save_outside_output"))
+    expected = only_entry(recording("history_id_exec_error_save_outside_output"))
     assert entry["outputs"] == expected["outputs"] == {}
     assert entry["status"]["status_str"] == "error" and entry["status"]["completed"] is False
     last, recorded_last = entry["status"]["messages"][-1], expected["status"]["messages"][-1]
@@ -423,7 +399,7 @@ def test_save_outside_output_is_an_execution_error(client: Client) -> None:
 
 def test_bad_regex_keeps_outputs_finished_before_the_error(client: Client) -> None:
     _, entry = client.run(recorded_request("prompt_accepted_exec_error_regex"))
-    expected = only_entry(recorded_body("history_id_exec_error_bad_regex"))
+    expected = only_entry(recording("history_id_exec_error_bad_regex"))
     assert normalise(entry["outputs"]) == normalise(expected["outputs"])
     last = entry["status"]["messages"][-1][1]
     assert (last["node_id"], last["node_type"]) == ("4", "RegexReplace")
@@ -445,10 +421,10 @@ def view_client(client: Client) -> tuple[Client, str]:
     return client, preview["outputs"]["2"]["images"][0]["filename"]
 
 
-@pytest.mark.parametrize("recording", VIEW_CASES)
-def test_view_status_codes_match_recordings(view_client: tuple[Client, str], recording: str) -> None:
+@pytest.mark.parametrize("name", VIEW_CASES)
+def test_view_status_codes_match_recordings(view_client: tuple[Client, str], name: str) -> None:
     client, temp_name = view_client
-    meta = recorded_meta(recording)
+    meta = recording_meta(name)
     path = meta["path"].replace("ComfyUI_temp_oncmo_00001_.png", temp_name)
     response = client.session.request(meta["method"], client.base + path, timeout=TIMEOUT)
     assert response.status_code == meta["status"]
@@ -495,7 +471,7 @@ def test_restart_clears_history_and_temp_but_keeps_output(client: Client) -> Non
     client.standin.restart()
 
     assert client.standin.base_url == base
-    assert client.get("/history").json() == recorded_body("history_after_restart")
+    assert client.get("/history").json() == recording("history_after_restart")
     assert client.history(save_id) == {}
     assert output_file.is_file()
     assert list(Path(client.standin.temp_dir).iterdir()) == []

@@ -6,10 +6,7 @@ import importlib
 import re
 from pathlib import Path
 
-import pytest
-from cfnlint.decode import decode
-
-from tests.support.sam import translated
+from tests.support.sam import api_routes, functions, translated
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,24 +24,7 @@ ROUTES = {
 }
 
 
-@pytest.fixture(scope="module")
-def template() -> dict:
-    data, errors = decode(str(ROOT / "template.yaml"))
-    assert not errors
-    return data
-
-
-def functions(template: dict) -> dict[str, dict]:
-    return {k: v for k, v in template["Resources"].items() if v["Type"] == "AWS::Serverless::Function"}
-
-
-def api_routes(template: dict) -> list[tuple[str, str, str]]:
-    found = []
-    for name, fn in functions(template).items():
-        for evt in fn["Properties"].get("Events", {}).values():
-            if evt["Type"] == "Api":
-                found.append((evt["Properties"]["Method"].upper(), evt["Properties"]["Path"], name))
-    return found
+# `template` (template.yaml as written) comes from tests/unit/conftest.py.
 
 
 def test_every_function_resolves_to_a_real_handler(template):

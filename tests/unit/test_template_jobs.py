@@ -3,21 +3,9 @@ triggers, the idempotency table, webhook settings, and their least-privilege pol
 
 from __future__ import annotations
 
-from pathlib import Path
+from tests.support.sam import TEMPLATE, translated
 
-import pytest
-from cfnlint.decode import decode
-
-from tests.support.sam import translated
-
-ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="module")
-def template() -> dict:
-    data, errors = decode(str(ROOT / "template.yaml"))
-    assert not errors
-    return data
+# `template` (template.yaml as written) comes from tests/unit/conftest.py.
 
 
 def props(template: dict, name: str) -> dict:
@@ -73,7 +61,7 @@ def test_webhooks_refuse_private_addresses_and_plain_http_by_default(template):
     assert template["Parameters"]["AllowPrivateWebhooks"]["Default"] == "false"
     variables = template["Globals"]["Function"]["Environment"]["Variables"]
     assert variables["WEBHOOK_ALLOW_PRIVATE"] == {"Ref": "AllowPrivateWebhooks"}
-    assert "WEBHOOK_ALLOW_HTTP" not in (ROOT / "template.yaml").read_text()  # tests only
+    assert "WEBHOOK_ALLOW_HTTP" not in TEMPLATE.read_text()  # tests only
 
 
 def test_job_function_role_is_scoped_to_its_own_resources():

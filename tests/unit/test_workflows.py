@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,19 +20,16 @@ from comfy_core.errors import (
 )
 from comfy_core.storage import s3_client
 from comfy_core.workflows import WorkflowStore, get_store
+from tests.support.recordings import workflow
 
 BUCKET = "workflow-bucket"
 PREFIX = "workflows/"
-EMPTY_SAVE = json.loads(
-    (Path(__file__).parents[1] / "fixtures" / "comfyui" / "workflows" / "empty_save.json").read_text()
-)
+EMPTY_SAVE = workflow("empty_save.json")
 
 
 @pytest.fixture
-def s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
-    # A local stack's endpoint would send boto3 past moto's interception.
-    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
-    monkeypatch.delenv("AWS_ENDPOINT_URL_S3", raising=False)
+def s3() -> Iterator[Any]:
+    # No AWS_ENDPOINT_URL*: tests/conftest.py unsets them, so moto intercepts every call.
     with mock_aws():
         client = s3_client()
         client.create_bucket(Bucket=BUCKET)
