@@ -89,12 +89,13 @@ def _specificity(route: Route) -> tuple[int, ...]:
 
 @dataclass(frozen=True)
 class Match:
-    route: Route | None  # None: the path exists but not for this method
+    route: Route
     path_parameters: dict[str, str]
 
 
 def find_route(routes: list[Route], method: str, raw_path: str) -> Match | None:
-    """The route API Gateway would pick, or None when no resource has this path."""
+    """The route API Gateway would pick, or None (no such path, or not with this method:
+    REST APIs answer both with the same 403)."""
     path_matches = [
         (route, params)
         for route in routes
@@ -110,7 +111,7 @@ def find_route(routes: list[Route], method: str, raw_path: str) -> Match | None:
         for route, params in path_matches:
             if route.path == best_resource and route.method == wanted:
                 return Match(route, params)
-    return Match(None, {})
+    return None
 
 
 # --------------------------------------------------------------------------
@@ -483,7 +484,7 @@ class LocalApi(_BackgroundServer):
     def handle(self, request: HttpRequest) -> HttpResponse:
         """One request end to end; separate from the socket code so tests can call it."""
         match = find_route(self.routes, request.method, request.raw_path)
-        if match is None or match.route is None:
+        if match is None:
             # REST APIs answer an unknown path, or a known path with a method
             # it does not have, with this 403 (not 404/405).
             return json_response(HTTPStatus.FORBIDDEN, MISSING_TOKEN)

@@ -275,7 +275,7 @@ def test_find_route_prefers_literal_segments_and_reports_wrong_method(template_p
     assert item.route.path == "/items/{item_id}" and item.path_parameters == {"item_id": "42"}
 
     assert find_route(routes, "DELETE", "/files/x").route.method == "ANY"
-    assert find_route(routes, "DELETE", "/items/42").route is None  # path known, method not
+    assert find_route(routes, "DELETE", "/items/42") is None  # path known, method not
     assert find_route(routes, "GET", "/nowhere") is None
 
 
@@ -593,3 +593,19 @@ def test_scheduler_fires_schedules_as_async_invocations(template_path: Path) -> 
             wait_for(lambda: _tick_calls().count({"sweep": True}) >= 2, timeout=5.0, what="two scheduled runs")
         finally:
             scheduler.stop()
+
+
+def test_real_template_functions_share_one_environment_and_a_divergence_is_refused() -> None:
+    """comfy_core caches settings per process and every local function runs in one process:
+    a function with its own value for a variable comfy_core reads must stop the stack."""
+    import dataclasses
+
+    functions = Template.load(REAL_TEMPLATE, {"ComfyUIBaseUrl": "http://comfy.test:8188"}).functions()
+    local_api.check_shared_environment(functions)  # the template as shipped: no conflict
+    first, *rest = functions
+    diverging = dataclasses.replace(first, environment={**first.environment, "COMFYUI_BASE_URL": "http://other:1"})
+    with pytest.raises(local_api.EnvironmentConflict, match="COMFYUI_BASE_URL"):
+        local_api.check_shared_environment([diverging, *rest])
+    # A variable comfy_core never reads may differ.
+    harmless = dataclasses.replace(first, environment={**first.environment, "SOMETHING_ELSE_ENTIRELY": "x"})
+    local_api.check_shared_environment([harmless, *rest])
