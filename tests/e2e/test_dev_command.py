@@ -1,0 +1,77 @@
+"""`make dev`'s process as a user runs it: it serves, Ctrl-C stops everything it started,
+and a second start on the same port works at once."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import requests
+
+from tests.support.waiting import wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+class DevProcess:
+    """`python -m devtools.dev` in its own process, its output collected line by line."""
+
+    def __init__(self, port: int) -> None:
+        env = {key: value for key, value in os.environ.items()
+               if not key.startswith(("AWS_ENDPOINT_URL", "COMFYUI_", "LOCAL_API_KEY"))}
+        env.update(PORT=str(port), STANDIN_DELAY="0.1", ARCHIVE_EVERY="0", PYTHONUNBUFFERED="1")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "devtools.dev"], cwd=ROOT, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        self.lines: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:  # type: ignore[union-attr]
+            self.lines.append(line.rstrip("\n"))
+
+    def banner(self, prefix: str) -> str:
+        return next(line for line in self.lines if line.startswith(prefix))
+
+    def ready(self) -> bool:
+        return any("Ctrl-C to stop" in line for line in self.lines)
+
+
+def test_ctrl_c_stops_everything_and_a_second_start_is_clean() -> None:
+    port = free_port()
+    for attempt in (1, 2):
+        dev = DevProcess(port)
+        try:
+            wait_for(dev.ready, 60, what=f"dev start #{attempt}")
+            api = dev.banner("API:").split()[1]
+            moto = dev.banner("Moto:").split()[1]
+            standin = dev.banner("ComfyUI:").split()[-3]  # "stand-in at <url> (delay ...)"
+            assert api == f"http://127.0.0.1:{port}"
+            assert "curl" in dev.banner("Try:")
+            assert "empty_save" in requests.get(f"{api}/api/workflows", timeout=10).json()["workflows"]
+            dev.process.send_signal(signal.SIGINT)
+            assert dev.process.wait(timeout=30) == 0
+        finally:
+            if dev.process.poll() is None:
+                dev.process.kill()
+        # Nothing it started keeps running: the API, moto and the stand-in ports are closed.
+        for url in (api, moto, standin):
+            assert not port_open(int(url.rsplit(":", 1)[1].split("/")[0])), url
