@@ -326,3 +326,23 @@ def test_cancel_unknown_is_not_found(rsps, client, recording) -> None:
         status.cancel(client, UNKNOWN_ID)
     assert caught.value.status_code == 404
     assert all(c.request.method == "GET" for c in rsps.calls)
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("history_id_success_save", False),
+        ("history_id_success_preview", False),
+        ("history_id_exec_error_save_outside_output", True),
+        ("history_id_interrupted", True),
+    ],
+)
+def test_failed_is_the_one_verdict_on_recorded_entries(recording, name, expected) -> None:
+    ((_, entry),) = recording(name).items()
+    assert status.failed(entry) is expected
+
+
+def test_failed_for_entries_without_status_str() -> None:
+    assert status.failed({"status": {"completed": False}}) is True
+    assert status.failed({"status": {"completed": True}}) is False
+    assert status.failed({}) is False

@@ -42,7 +42,7 @@ from .errors import (
     StorageError,
 )
 from .observability import logger, metrics
-from .status import execution_time, failure_details, iter_file_outputs
+from .status import execution_time, failed, failure_details, iter_file_outputs
 from .storage import client_error_code, s3_client
 
 MIB = 1024 * 1024
@@ -373,7 +373,7 @@ def _manifest(prompt_id: str, entry: dict[str, Any], records: list[dict[str, Any
         "execution_time": execution_time(entry),
         "files": records,
         # What went wrong, for a prompt ComfyUI has since forgotten (restart, eviction).
-        "failure": failure_details(entry) if status.get("status_str") == "error" else None,
+        "failure": failure_details(entry) if failed(entry) else None,
         # The outputs as ComfyUI listed them (text too); never the workflow graph (`prompt`).
         "outputs": entry.get("outputs") or {},
     }

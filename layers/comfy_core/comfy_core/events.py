@@ -33,8 +33,10 @@ def put_event(detail_type: str, detail: dict[str, Any], bus_name: str, source: s
     Never raises: an event is a notification about work that is already done and stored,
     so failing to send it must not undo or fail that work. Failures are logged.
     """
-    body = json.dumps(detail, ensure_ascii=False, default=str)
-    if len(body.encode("utf-8")) > MAX_DETAIL_BYTES:
+    # ASCII escapes: a lone surrogate in a string from ComfyUI stays an escape instead of
+    # failing to encode, so this cannot raise.
+    body = json.dumps(detail, default=str)
+    if len(body) > MAX_DETAIL_BYTES:
         logger.warning("Event detail too large; not sent", extra={"detail_type": detail_type})
         return False
     entry = {"Source": source, "DetailType": detail_type, "Detail": body, "EventBusName": bus_name}

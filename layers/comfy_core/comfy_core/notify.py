@@ -17,7 +17,7 @@ from typing import Any
 from . import events, webhooks
 from .config import Settings, get_settings
 from .jobs import EXTRA_DATA_KEY
-from .status import execution_time, failure_details
+from .status import execution_time, failed, failure_details
 
 SUBMITTED = "ComfyUI Prompt Submitted"
 COMPLETED = "ComfyUI Prompt Completed"
@@ -33,13 +33,6 @@ def origin(entry: dict[str, Any]) -> dict[str, Any]:
         return {}
     recorded = item[3].get(EXTRA_DATA_KEY)
     return dict(recorded) if isinstance(recorded, dict) else {}
-
-
-def succeeded(entry: dict[str, Any]) -> bool:
-    status = entry.get("status") if isinstance(entry.get("status"), dict) else {}
-    if "status_str" in status:
-        return status.get("status_str") == "success"
-    return bool(status.get("completed", True))  # entries without a status: ComfyUI before 0.2
 
 
 def prompt_submitted(
@@ -68,7 +61,7 @@ def finished_detail(prompt_id: str, entry: dict[str, Any], archived: dict[str, A
     """The detail of Completed / Failed: who asked, the outcome, and where the files are.
     `archived` is the archiver's bucket, manifest_key, keys, sizes, lost and truncated."""
     job = origin(entry)
-    ok = succeeded(entry)
+    ok = not failed(entry)
     detail: dict[str, Any] = {
         "prompt_id": prompt_id,
         "workflow": job.get("workflow"),

@@ -70,6 +70,15 @@ def execution_time(entry: dict[str, Any]) -> float | None:
     return round((end - start) / 1000.0, 3)
 
 
+def failed(entry: dict[str, Any]) -> bool:
+    """Whether a finished prompt failed (execution error or interrupt). The one definition
+    the API, the archiver's manifest and the prompt events share."""
+    status = entry.get("status") if isinstance(entry.get("status"), dict) else {}
+    if "status_str" in status:
+        return status.get("status_str") != "success"
+    return status.get("completed") is False  # entries without status_str: ComfyUI before 0.2
+
+
 def failure_details(entry: dict[str, Any]) -> dict[str, Any]:
     for event, data in reversed(_messages(entry)):
         if event == "execution_error":
@@ -98,7 +107,6 @@ def failure_details(entry: dict[str, Any]) -> dict[str, Any]:
 
 
 def finished_status(client: ComfyUIClient, prompt_id: str, entry: dict[str, Any]) -> dict[str, Any]:
-    status = entry.get("status") or {}
     images = describe_images(client, entry)
     base = {
         "prompt_id": prompt_id,
@@ -106,7 +114,7 @@ def finished_status(client: ComfyUIClient, prompt_id: str, entry: dict[str, Any]
         "execution_time": execution_time(entry),
         "node_errors": {},
     }
-    if status.get("status_str") == "error":
+    if failed(entry):
         failure = failure_details(entry)
         message = (
             "Task was interrupted"
