@@ -229,8 +229,8 @@ class Counters:
 def _downloads() -> int | None:
     from comfy_core import workflows
 
-    store = getattr(workflows, "_store", None)
-    return store.downloads if store is not None else None
+    # Only when this child built a store: asking get_store() would create one.
+    return workflows.get_store().downloads if workflows.get_store.cache_info().currsize else None
 
 
 # -- child: the run -------------------------------------------------------------------------------

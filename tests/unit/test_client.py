@@ -291,5 +291,5 @@ def test_get_client_is_cached_until_reset(monkeypatch) -> None:
     assert first.base_url == BASE
     monkeypatch.setenv("COMFYUI_BASE_URL", "http://other.test:9000/")
     get_settings.cache_clear()
-    client_module.reset_client()
+    get_client.cache_clear()
     assert get_client().base_url == "http://other.test:9000"

@@ -16,11 +16,11 @@ def reset_container_state() -> None:
     For tests and the local stack, which run many "containers" in one process."""
     from . import client, config, events, invoke, results, storage, workflows
 
-    config.get_settings.cache_clear()
-    client.reset_client()
-    workflows.reset_store()
-    results.reset_archive()
-    for cached in (storage.s3_client, events.events_client, invoke.lambda_client):
+    cached_per_container = (
+        config.get_settings, client.get_client, workflows.get_store, results.get_archive,
+        storage.s3_client, events.events_client, invoke.lambda_client,
+    )
+    for cached in cached_per_container:
         cached.cache_clear()
     # Modules of event-driven jobs: reset only when loaded, so a reset never imports them.
     lazy = {"triggers": "sqs_client", "idempotency": "persistence_layer", "webhooks": "_session"}

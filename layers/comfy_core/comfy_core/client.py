@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
@@ -270,18 +271,7 @@ def _is_read_timeout(exc: requests.exceptions.ConnectionError) -> bool:
     return isinstance(getattr(reason, "reason", reason), urllib3.exceptions.ReadTimeoutError)
 
 
-_client: ComfyUIClient | None = None
-
-
+@lru_cache(maxsize=1)
 def get_client() -> ComfyUIClient:
     """One client (and so one pooled Session) per warm container."""
-    global _client
-    if _client is None:
-        _client = ComfyUIClient(get_settings())
-    return _client
-
-
-def reset_client() -> None:
-    """Drop the cached client (tests change settings between cases)."""
-    global _client
-    _client = None
+    return ComfyUIClient(get_settings())

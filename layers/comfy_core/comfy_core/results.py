@@ -7,11 +7,12 @@ from the manifest when it does not, so a finished prompt stays finished.
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any
 
 from . import archive, status
 from .client import ComfyUIClient
-from .config import Settings
+from .config import Settings, get_settings
 from .errors import NotFoundError, StorageError
 from .invoke import invoke_async
 from .observability import logger
@@ -91,8 +92,8 @@ def _status_from_manifest(client: ComfyUIClient, prompt_id: str, manifest: dict[
         "node_errors": {},
         "source": "archive",
     }
-    if manifest.get("status") == "error":
-        failure = manifest.get("failure") or {}
+    failure = manifest.get("failure")  # written by the archiver exactly when status.failed()
+    if failure is not None:
         return {"status": "error", "message": "Task failed (answered from the archive)",
                 "error": failure, **base}
     return {"status": "completed", "message": "Image generation completed (answered from the archive)",
@@ -149,18 +150,6 @@ def history_entry(client: ComfyUIClient, store: ImageArchive, prompt_id: str) ->
     }}
 
 
-_archive: ImageArchive | None = None
-
-
+@lru_cache(maxsize=1)
 def get_archive() -> ImageArchive:
-    global _archive
-    if _archive is None:
-        from .config import get_settings
-
-        _archive = ImageArchive(get_settings())
-    return _archive
-
-
-def reset_archive() -> None:
-    global _archive
-    _archive = None
+    return ImageArchive(get_settings())

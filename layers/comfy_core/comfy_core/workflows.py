@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from . import validation
@@ -90,16 +91,7 @@ class WorkflowStore:
         return workflow
 
 
-_store: WorkflowStore | None = None
-
-
+@lru_cache(maxsize=1)
 def get_store() -> WorkflowStore:
-    global _store
-    if _store is None:
-        _store = WorkflowStore(get_settings())
-    return _store
-
-
-def reset_store() -> None:
-    global _store
-    _store = None
+    """One store (and so one workflow cache) per warm container."""
+    return WorkflowStore(get_settings())
