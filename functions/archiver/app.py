@@ -7,7 +7,7 @@ A scheduled event (or any event without `prompt_id`) sweeps recent history;
 from collections.abc import Callable
 from typing import Any
 
-from comfy_core import archive, validation
+from comfy_core import archive, deadline, validation
 from comfy_core.errors import BadRequestError
 from comfy_core.observability import capture_lambda_handler, logger, metrics
 
@@ -22,6 +22,11 @@ def _seconds_left(context: Any) -> Callable[[], float] | None:
 @metrics.log_metrics
 @logger.inject_lambda_context
 def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
+    with deadline.from_context(context):
+        return _run(event, context)
+
+
+def _run(event: Any, context: Any) -> dict[str, Any]:
     prompt_id = event.get("prompt_id") if isinstance(event, dict) else None
     if prompt_id is None:
         return archive.run_sweep(seconds_left=_seconds_left(context))

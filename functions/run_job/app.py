@@ -4,7 +4,7 @@ invocation, exactly like POST /api/workflow/{workflow_name}. See comfy_core.trig
 from collections.abc import Callable
 from typing import Any
 
-from comfy_core import triggers
+from comfy_core import deadline, triggers
 from comfy_core.observability import capture_lambda_handler, logger, metrics
 
 RUNNERS: dict[str, Callable[[Any, Any], Any]] = {
@@ -20,4 +20,7 @@ RUNNERS: dict[str, Callable[[Any, Any], Any]] = {
 # clear_state: job keys appended for one invocation must not leak into the next.
 @logger.inject_lambda_context(clear_state=True)
 def lambda_handler(event: Any, context: Any) -> Any:
-    return RUNNERS[triggers.event_kind(event)](event, context)
+    # ComfyUI calls end before the invocation does: a transient error is then raised (and
+    # retried) instead of the function being killed mid-job.
+    with deadline.from_context(context):
+        return RUNNERS[triggers.event_kind(event)](event, context)

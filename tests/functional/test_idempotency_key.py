@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import requests
 
 from comfy_core.config import get_settings
 from tests.support.handlers import event, invoke
@@ -67,4 +68,50 @@ def test_without_the_header_every_post_runs(table, comfy):
     comfy.routes[("POST", "/prompt")] = (200, recording("prompt_success"))
     post({"prompt": "a fox"}, None)
     post({"prompt": "a fox"}, None)
+    assert posts(comfy) == 2
+
+
+# -- a POST /prompt that timed out (issue 10, item 2) -------------------------------------
+def _as_queued(sent: dict) -> list:
+    """The queue item ComfyUI makes of a POST /prompt body: [number, id, graph, extra, outputs]."""
+    return [7, sent["prompt_id"], sent["prompt"], {"client_id": sent["client_id"], **sent["extra_data"]}, ["2"]]
+
+
+def test_a_timed_out_submission_answers_its_id_and_the_retry_never_posts_it_again(table, comfy):
+    """ComfyUI paused: the POST times out, but ComfyUI queues the prompt when it resumes. The
+    504 names the prompt id; the retry with the same key finds that prompt instead of
+    running a second one."""
+    comfy.routes[("POST", "/prompt")] = requests.exceptions.ReadTimeout("ComfyUI paused")
+    status, body = post({"prompt": "a fox"}, "order-42")
+    assert status == 504 and body["status_code"] == 504
+    sent = comfy.calls[-1]["json"]
+    assert body["prompt_id"] == sent["prompt_id"]
+
+    comfy.routes[("GET", "/queue")] = (200, {"queue_running": [_as_queued(sent)], "queue_pending": []})
+    comfy.routes[("POST", "/prompt")] = (200, recording("prompt_success"))
+    status, again = post({"prompt": "a fox"}, "order-42")
+    assert status == 200
+    assert again["prompt_id"] == sent["prompt_id"] and again["client_id"] == sent["client_id"]
+    assert posts(comfy) == 1
+
+
+def test_a_timed_out_submission_that_already_finished_is_found_in_history(table, comfy):
+    comfy.routes[("POST", "/prompt")] = requests.exceptions.ReadTimeout("ComfyUI paused")
+    post({"prompt": "a fox"}, "order-42")
+    sent = comfy.calls[-1]["json"]
+    entry = {"prompt": _as_queued(sent), "outputs": {}, "status": {"status_str": "success", "completed": True}}
+    comfy.routes[("GET", f"/history/{sent['prompt_id']}")] = (200, {sent["prompt_id"]: entry})
+    comfy.routes[("POST", "/prompt")] = (200, recording("prompt_success"))
+    status, again = post({"prompt": "a fox"}, "order-42")
+    assert (status, again["prompt_id"]) == (200, sent["prompt_id"])
+    assert posts(comfy) == 1
+
+
+def test_a_retry_after_a_timeout_that_never_reached_comfyui_submits_once_more(table, comfy):
+    comfy.routes[("POST", "/prompt")] = requests.exceptions.ReadTimeout("lost on the way")
+    post({"prompt": "a fox"}, "order-42")
+    first_id = comfy.calls[-1]["json"]["prompt_id"]
+    comfy.routes[("POST", "/prompt")] = (200, {"prompt_id": first_id, "number": 3, "node_errors": {}})
+    status, again = post({"prompt": "a fox"}, "order-42")
+    assert (status, again["prompt_id"]) == (200, first_id)  # the same id: one prompt at most
     assert posts(comfy) == 2

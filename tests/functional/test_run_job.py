@@ -153,6 +153,22 @@ def test_same_message_delivered_twice_runs_once(aws, comfy):
     assert len(submitted) == 1  # the duplicate announces nothing either
 
 
+def test_a_message_redelivered_after_a_timed_out_submission_is_not_posted_again(aws, comfy):
+    """The POST /prompt timed out (ComfyUI paused) but ComfyUI queued the prompt. SQS
+    delivers the message again: the same job finds its prompt instead of running another."""
+    batch = sqs_event(("m-1", {"workflow": "text_label", "prompt": "once"}))
+    comfy.routes[("POST", "/prompt")] = requests.exceptions.ReadTimeout("ComfyUI paused")
+    assert run(batch) == {"batchItemFailures": [{"itemIdentifier": "m-1"}]}
+    sent = posts(comfy)[-1]
+    queued = [7, sent["prompt_id"], sent["prompt"], {"client_id": sent["client_id"], **sent["extra_data"]}, ["2"]]
+    comfy.routes[("GET", "/queue")] = (200, {"queue_running": [], "queue_pending": [queued]})
+    comfy.routes[("POST", "/prompt")] = PROMPT_OK
+    assert run(batch) == {"batchItemFailures": []}
+    assert len(posts(comfy)) == 1
+    submitted = [e for e in events_in(aws.published) if e["detail-type"] == "ComfyUI Prompt Submitted"]
+    assert [e["detail"]["prompt_id"] for e in submitted] == [sent["prompt_id"]]
+
+
 def test_same_job_id_through_every_trigger_runs_once(aws, comfy):
     job = {"workflow": "text_label", "job_id": "order-7", "prompt": "once"}
     assert run(sqs_event(("m-1", job))) == {"batchItemFailures": []}

@@ -56,13 +56,23 @@ class FakeComfySession(requests.Session):
         return call
 
     def _answer(self, call: dict[str, Any], url: str) -> requests.Response:
-        answer = self.routes.get((call["method"], call["path"]), (404, "404: Not Found"))
+        answer = self.routes.get((call["method"], call["path"]), _idle(call["method"], call["path"]))
         if isinstance(answer, Exception):
             raise answer
         return _response(url, *answer)
 
     def paths(self, method: str | None = None) -> list[str]:
         return [c["path"] for c in self.calls if method is None or c["method"] == method]
+
+
+def _idle(method: str, path: str) -> tuple[int, Any]:
+    """What an idle ComfyUI answers where a test set no route: an empty queue, `{}` for a
+    prompt it does not know (recorded: queue_empty, history_id_unknown); 404 elsewhere."""
+    if method == "GET" and path == "/queue":
+        return 200, {"queue_running": [], "queue_pending": []}
+    if method == "GET" and path.startswith("/history/"):
+        return 200, {}
+    return 404, "404: Not Found"
 
 
 def _response(url: str, status: int, payload: Any) -> requests.Response:

@@ -16,6 +16,7 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
+from . import deadline
 from .config import get_settings
 from .errors import BadRequestError, ComfyCoreError, ComfyUIError, ComfyUIRejectedError
 from .observability import capture_lambda_handler, logger, metrics
@@ -192,7 +193,8 @@ def api_handler(func: Handler) -> Callable[[dict[str, Any], Any], dict[str, Any]
             request = Request.from_event(event or {}, context)
             if request.path_params.get("prompt_id"):
                 logger.append_keys(prompt_id=request.path_params["prompt_id"])
-            result = func(request)
+            with deadline.from_context(context):
+                result = func(request)
             # Serialised inside the try: an answer that cannot be encoded is our 500 with
             # the envelope, not a Lambda error that API Gateway turns into a bare 502.
             if isinstance(result, tuple):

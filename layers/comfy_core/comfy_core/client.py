@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from contextvars import ContextVar
 from functools import lru_cache
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
@@ -16,9 +17,11 @@ import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
+from . import deadline
 from .config import Settings, get_settings
 from .errors import (
     ComfyUIBadResponseError,
+    ComfyUIError,
     ComfyUIFileMissingError,
     ComfyUIRejectedError,
     ComfyUITimeoutError,
@@ -26,6 +29,11 @@ from .errors import (
 )
 
 USER_AGENT = "comfy-serverless-api"
+# Below this many seconds before the deadline a call is not started: it could not finish.
+MIN_CALL_SECONDS = 0.5
+# The longest one attempt of the current call may take (connect + read timeout), for the
+# retry policy to tell whether another attempt still fits before the deadline.
+_attempt_seconds: ContextVar[float] = ContextVar("comfy_core_attempt_seconds", default=0.0)
 
 
 def redact_url(url: str) -> str:
@@ -50,7 +58,13 @@ class IdempotentOnlyRetry(Retry):
         allowed = self.allowed_methods
         if method and allowed and method.upper() not in allowed:
             return Retry(total=0, raise_on_status=False).increment(method, url, *args, **kwargs)
-        return super().increment(method, url, *args, **kwargs)
+        retry = super().increment(method, url, *args, **kwargs)
+        left = deadline.remaining()
+        if left is not None and left < _attempt_seconds.get() + retry.get_backoff_time():
+            # Another attempt could outlive the invocation: give up now, while there is
+            # still time to answer with our own 502/504.
+            return Retry(total=0, raise_on_status=False).increment(method, url, *args, **kwargs)
+        return retry
 
 
 def _new_session(settings: Settings) -> requests.Session:
@@ -94,19 +108,27 @@ class ComfyUIClient:
 
         return {self.settings.comfyui_auth_header: ssm_secret(self.settings.comfyui_auth_parameter)}
 
+    def _timeouts(self) -> tuple[float, float]:
+        """(connect, read) for the next call: the configured ones, cut to the time left
+        before the invocation's deadline. No time left is our 504, not a call."""
+        connect, read = self.settings.connect_timeout, self.settings.read_timeout
+        left = deadline.remaining()
+        if left is not None:
+            if left < MIN_CALL_SECONDS:
+                raise ComfyUITimeoutError("ComfyUI did not answer in time")
+            connect, read = min(connect, left), min(read, left)
+        return connect, read
+
     def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         url = f"{self.base_url}{path}"
+        timeouts = self._timeouts()
         self.request_count += 1
         auth = self._auth_headers()
         if auth:
             kwargs["headers"] = {**(kwargs.get("headers") or {}), **auth}
+        token = _attempt_seconds.set(sum(timeouts))
         try:
-            return self.session.request(
-                method,
-                url,
-                timeout=(self.settings.connect_timeout, self.settings.read_timeout),
-                **kwargs,
-            )
+            return self.session.request(method, url, timeout=timeouts, **kwargs)
         except requests.exceptions.ConnectTimeout as exc:
             raise ComfyUIUnreachableError("ComfyUI is unreachable (connect timed out)") from exc
         except requests.exceptions.Timeout as exc:
@@ -119,6 +141,8 @@ class ComfyUIClient:
             raise ComfyUIUnreachableError("ComfyUI is unreachable") from exc
         except requests.exceptions.RequestException as exc:
             raise ComfyUIBadResponseError("Request to ComfyUI failed") from exc
+        finally:
+            _attempt_seconds.reset(token)
 
     @staticmethod
     def _json(response: requests.Response) -> Any:
@@ -193,6 +217,22 @@ class ComfyUIClient:
         body: dict[str, Any] = {"prompt": workflow, "client_id": client_id, "prompt_id": prompt_id}
         if extra_data:
             body["extra_data"] = extra_data
+        try:
+            return self._post_prompt(body, prompt_id)
+        except ComfyUIError as exc:
+            # A timeout or a broken answer does not mean ComfyUI dropped the prompt: it may
+            # be queued. The id is ours, so the caller can follow it (and a retry with the
+            # same idempotency key finds it instead of submitting it again).
+            exc.extra.setdefault("prompt_id", prompt_id)
+            if isinstance(exc, ComfyUITimeoutError):
+                exc.message = (
+                    "ComfyUI did not answer in time; the prompt may still run: follow its "
+                    "prompt_id, or retry with the same Idempotency-Key (never submitted twice)"
+                )
+                exc.args = (exc.message,)
+            raise
+
+    def _post_prompt(self, body: dict[str, Any], prompt_id: str) -> dict[str, Any]:
         response = self._request(
             "POST",
             "/prompt",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from typing import Any
@@ -23,25 +24,82 @@ def _check_queue_depth(client: ComfyUIClient) -> None:
         raise QueueFullError(f"ComfyUI already has {limit} or more prompts queued; retry later")
 
 
+# uuid5 namespace of prompt ids derived from an idempotency key (any fixed UUID would do).
+_KEYED_PROMPT_IDS = uuid.UUID("6f1c9a52-3d0e-4b8e-9a57-2f4f3c1d7e20")
+
+
+def keyed_prompt_id(namespace: str, key: str, payload: Any) -> str:
+    """The prompt id of a keyed submission: the same key and request always give the same
+    id, so a retry can ask ComfyUI whether the first attempt got in (see `run_workflow`).
+    The request is part of the name: the same key with another request is another prompt."""
+    digest = hashlib.sha256(
+        json.dumps(payload, sort_keys=True, ensure_ascii=True, default=str).encode("ascii")
+    ).hexdigest()
+    return str(uuid.uuid5(_KEYED_PROMPT_IDS, f"{namespace}\0{key}\0{digest}"))
+
+
+def _submitted_before(client: ComfyUIClient, prompt_id: str) -> dict[str, Any] | None:
+    """The answer for a prompt ComfyUI already holds (queued, running or finished), else None.
+
+    Queue first, then history: a prompt that finishes between the two calls is still found
+    (the other order could miss it and submit it again)."""
+    queue = client.queue()
+    for key in ("queue_running", "queue_pending"):
+        for item in queue.get(key) or []:
+            if isinstance(item, list) and len(item) >= 2 and item[1] == prompt_id:
+                extra = item[3] if len(item) >= 4 and isinstance(item[3], dict) else {}
+                return _answer(prompt_id, item[0], {}, extra.get("client_id"))
+    entry = client.history_entry(prompt_id)
+    if entry is not None:
+        item = entry.get("prompt")
+        number = item[0] if isinstance(item, list) and item else None
+        extra = item[3] if isinstance(item, list) and len(item) >= 4 and isinstance(item[3], dict) else {}
+        return _answer(prompt_id, number, {}, extra.get("client_id"))
+    return None
+
+
+def _answer(prompt_id: str, number: Any, node_errors: dict[str, Any], client_id: Any) -> dict[str, Any]:
+    return {
+        "status": "success",
+        "prompt_id": prompt_id,
+        "number": number,
+        "node_errors": node_errors,
+        "error": None,
+        "client_id": client_id,
+    }
+
+
 def run_workflow(
     client: ComfyUIClient,
     store: WorkflowStore,
     name: str,
     body: dict[str, Any],
     job: dict[str, Any] | None = None,
+    prompt_id: str | None = None,
 ) -> dict[str, Any]:
     """Answer of POST /api/workflow/{name}, in the original service's shape.
 
     `job` (job_id, webhook_url... from an event-driven trigger) travels with the prompt in
-    ComfyUI's extra_data, so whoever notices completion later knows whose prompt it was."""
+    ComfyUI's extra_data, so whoever notices completion later knows whose prompt it was.
+
+    `prompt_id` is given for keyed submissions (Idempotency-Key, job id): a POST /prompt
+    that timed out may have been queued all the same, so before posting, ComfyUI is asked
+    whether it holds that id already; if so, that prompt is the answer and nothing is
+    posted. Two extra GETs per keyed submission buy "never submitted twice"."""
     validation.workflow_name(name)
     client_id = body.get("client_id")
     if client_id is not None and (not isinstance(client_id, str) or not 0 < len(client_id) <= 128):
         raise BadRequestError("'client_id' must be a string of 1-128 characters")
     workflow = patcher.apply_request(store.load(name), body)
+    if prompt_id is not None:
+        found = _submitted_before(client, prompt_id)
+        if found is not None:
+            logger.info("Prompt was submitted by an earlier attempt; not submitted again",
+                        extra={"prompt_id": prompt_id})
+            return found
     _check_queue_depth(client)
     client_id = client_id or f"comfy-serverless-{uuid.uuid4().hex[:12]}"
-    prompt_id = str(uuid.uuid4())
+    prompt_id = prompt_id or str(uuid.uuid4())
     extra_data = {EXTRA_DATA_KEY: {"workflow": name, **(job or {})}}
     logger.append_keys(prompt_id=prompt_id, workflow=name)
     if logger.isEnabledFor(10):  # DEBUG: the seed's two dumps, without paying for them otherwise
@@ -58,11 +116,4 @@ def run_workflow(
     if node_errors:
         # ComfyUI ran the valid outputs and dropped these: the client must see which.
         logger.warning("ComfyUI dropped outputs with node errors", extra={"node_errors": node_errors})
-    return {
-        "status": "success",
-        "prompt_id": answer["prompt_id"],
-        "number": answer.get("number"),
-        "node_errors": node_errors,
-        "error": None,
-        "client_id": client_id,
-    }
+    return _answer(answer["prompt_id"], answer.get("number"), node_errors, client_id)

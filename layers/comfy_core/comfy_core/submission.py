@@ -27,11 +27,13 @@ def submit(
     job_id: str | None = None,
     trigger: str = "api",
     origin: dict[str, Any] | None = None,
+    prompt_id: str | None = None,
 ) -> dict[str, Any]:
     """jobs.run_workflow plus the PromptSubmitted/PromptRejected metrics and the
-    `ComfyUI Prompt Submitted` event."""
+    `ComfyUI Prompt Submitted` event. `prompt_id`: see jobs.run_workflow (keyed only)."""
     try:
-        answer = jobs.run_workflow(get_client(), get_store(), workflow, body, job=origin)
+        answer = jobs.run_workflow(get_client(), get_store(), workflow, body, job=origin,
+                                   prompt_id=prompt_id)
     except ComfyUIRejectedError:
         metrics.add_metric(name="PromptRejected", unit=MetricUnit.Count, value=1)
         raise
@@ -52,10 +54,12 @@ def submit_http(
         return submit(workflow, body)
     if not IDEMPOTENCY_KEY.fullmatch(idempotency_key):
         raise BadRequestError("Idempotency-Key must be 1-128 letters, digits, '.', '_', ':' or '-'")
+    payload = {"workflow": workflow, "body": body}
+    prompt_id = jobs.keyed_prompt_id(HTTP_NAMESPACE, idempotency_key, payload)
     return idempotency.run_once(
         idempotency_key,
-        lambda: submit(workflow, body),
+        lambda: submit(workflow, body, prompt_id=prompt_id),
         namespace=HTTP_NAMESPACE,
-        payload={"workflow": workflow, "body": body},
+        payload=payload,
         context=context,
     )

@@ -26,7 +26,7 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from . import idempotency, submission, webhooks
+from . import idempotency, jobs, submission, webhooks
 from .api import error_body
 from .config import Settings, get_settings
 from .errors import (
@@ -116,10 +116,14 @@ def run_job(job: Job, *, context: Any = None, settings: Settings | None = None) 
     first answer back without submitting again."""
     logger.append_keys(job_id=job.job_id, trigger=job.trigger)
 
+    # The same job id and job always name the same prompt: a retry after a POST /prompt
+    # that timed out finds it in ComfyUI instead of submitting it twice.
+    prompt_id = jobs.keyed_prompt_id(IDEMPOTENCY_NAMESPACE, job.job_id, job.fingerprint())
+
     def submit() -> dict[str, Any]:
         # Inside the once-only block: a duplicate delivery announces nothing.
         return submission.submit(job.workflow, job.body, job_id=job.job_id, trigger=job.trigger,
-                                 origin=job.origin())
+                                 origin=job.origin(), prompt_id=prompt_id)
 
     return idempotency.run_once(
         job.job_id,
