@@ -39,6 +39,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_TEMPLATE = REPO_ROOT / "template.yaml"
 WORKFLOWS_DIR = REPO_ROOT / "workflows"
 COMFYUI_PARAMETER = "ComfyUIBaseUrl"
+PUBLIC_URL_PARAMETER = "ComfyUIPublicUrl"
 DEFAULT_SCHEDULE_SECONDS = 60.0  # for cron expressions, which are not replayed exactly
 
 
@@ -218,7 +219,12 @@ class LocalStack:
 
     def _load_template(self, comfyui_url: str) -> Template:
         # An override the template does not declare is ignored; parameters lists the declared.
-        template = Template.load(self.template_path, {COMFYUI_PARAMETER: comfyui_url})
+        # Locally the developer can open ComfyUI's /view links: show them in image `url`s
+        # (deployed, `url` stays null unless ComfyUIPublicUrl is set).
+        public_url = os.environ.get("COMFYUI_PUBLIC_URL") or comfyui_url
+        template = Template.load(
+            self.template_path, {COMFYUI_PARAMETER: comfyui_url, PUBLIC_URL_PARAMETER: public_url}
+        )
         if COMFYUI_PARAMETER not in template.parameters:
             logging.getLogger("dev").warning(
                 "template has no %s parameter; handlers may not find ComfyUI", COMFYUI_PARAMETER

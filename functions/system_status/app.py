@@ -1,9 +1,10 @@
-"""GET /api/status: ComfyUI's system stats."""
+"""GET /api/status: ComfyUI's system stats (without its command line)."""
 
+from comfy_core import answers
 from comfy_core.api import Request, api_handler
 from comfy_core.client import get_client
 
 
 @api_handler
 def lambda_handler(request: Request):
-    return get_client().system_stats()
+    return answers.public_system_stats(get_client().system_stats())

@@ -63,7 +63,7 @@ def test_archived_images_get_s3_key_and_presigned_download_url(stack):
     image = body["images"][0]
     assert image["archived"] is True
     assert image["s3_key"] == f"images/{PID}/2/ComfyUI_temp_oncmo_00001_.png"
-    assert image["url"].startswith("http://comfy.test:8188/view?")  # old clients keep working
+    assert image["url"] is None  # ComfyUI's address only with COMFYUI_PUBLIC_URL
     link = urlsplit(image["download_url"])
     assert link.path.endswith(image["s3_key"]) and parse_qs(link.query)["X-Amz-Expires"] == ["900"]
     assert requested == []  # archived already: nothing to ask
@@ -100,3 +100,18 @@ def test_lost_files_are_listed_as_not_archived(stack):
     restart_comfyui(session)
     body = invoke("task_status", event("task_status"))[1]
     assert [(i["archived"], i.get("lost", False)) for i in body["images"]] == [(True, False), (False, True)]
+
+
+def test_polling_a_finished_prompt_asks_the_archiver_at_most_once_per_interval(stack, monkeypatch):
+    """A client polling every few hundred ms used to queue one archiver run per poll."""
+    session, requested = stack
+    clock = [1000.0]
+    monkeypatch.setattr("comfy_core.deadline.now", lambda: clock[0])
+    for _ in range(10):
+        assert invoke("task_status", event("task_status"))[0] == 200
+        assert invoke("image", event("image"))[0] == 200
+        clock[0] += 0.2  # 20 polls in 4 s
+    assert requested == [("stack-archiver", {"prompt_id": PID})]
+    clock[0] += results.ARCHIVE_REQUEST_INTERVAL_SECONDS
+    invoke("task_status", event("task_status"))
+    assert len(requested) == 2  # still unarchived after the interval: asked again

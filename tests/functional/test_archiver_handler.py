@@ -7,7 +7,6 @@ import json
 from typing import Any
 
 import pytest
-import requests
 from comfy_core import archive, events
 from comfy_core.config import get_settings
 from comfy_core.observability import metrics
@@ -44,9 +43,8 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Any:
 def comfy(monkeypatch: pytest.MonkeyPatch, aws: Any) -> StreamingComfy:
     session = StreamingComfy()
     use_session(monkeypatch, session)
-    history = {**recording("history_id_success_save"), **recording("history_id_success_preview")}
-    session.routes[("GET", "/history")] = (200, history)
-    session.routes[("GET", f"/history/{SAVE_ID}")] = (200, recording("history_id_success_save"))
+    # /history and /history/{id} answered from one history, as ComfyUI does.
+    session.history = {**recording("history_id_success_save"), **recording("history_id_success_preview")}
     session.files[SAVE_FILE] = recorded_file("view_output.png")
     for name in PREVIEW_FILES:
         session.files[name] = recorded_file("view_temp.png")
@@ -109,7 +107,7 @@ def test_prompt_event_archives_that_prompt_only(comfy: StreamingComfy, aws: Any)
 
 
 def test_prompt_event_for_a_prompt_still_running(comfy: StreamingComfy) -> None:
-    comfy.routes[("GET", f"/history/{SAVE_ID}")] = (200, {})  # ComfyUI: running looks like unknown
+    del comfy.history[SAVE_ID]  # ComfyUI: running looks like unknown (`{}`)
     assert lambda_handler(event("archiver_prompt"), FakeLambdaContext()) == {
         "prompt_id": SAVE_ID,
         "status": "not_finished",
@@ -126,7 +124,7 @@ def test_prompt_event_with_a_bad_id_is_refused(comfy: StreamingComfy, bad: Any) 
 def test_comfyui_down_ends_cleanly_with_a_metric(
     comfy: StreamingComfy, capsys: pytest.CaptureFixture
 ) -> None:
-    comfy.routes[("GET", "/history")] = requests.exceptions.ConnectionError("refused")
+    comfy.down_after = 0  # every connection refused
     summary = lambda_handler(event("archiver_scheduled"), FakeLambdaContext())
     assert summary["status"] == "failed" and summary["prompts_archived"] == 0
     assert emitted_metrics(capsys.readouterr().out) == {"ArchiveRunFailed": 1}

@@ -140,3 +140,20 @@ def test_archiving_one_prompt_early_then_sweeping_still_announces_once(stack, ho
     completed = by_type(events_in(stack))["ComfyUI Prompt Completed"]
     assert [d["prompt_id"] for d in completed] == [SAVE_ID]
     assert len(hooks) == 1
+
+
+def test_a_failed_prompt_with_a_huge_error_is_announced_once(stack, hooks, monkeypatch):
+    """Its event detail used to exceed EventBridge's limit and was dropped after the manifest
+    was written: never announced. Now the error is cut and the event goes out once."""
+    session = archive.get_client().session
+    history = session.routes[("GET", "/history")][1]
+    for message in history[ERROR_ID]["status"]["messages"]:
+        if message[0] == "execution_error":
+            message[1]["exception_message"] = "x" * 400_000
+            message[1]["traceback"] = ["  File \"/srv/ComfyUI/execution.py\", line 1\n"] * 5_000
+    sweep()
+    sweep()
+    failed = [d for d in by_type(events_in(stack))["ComfyUI Prompt Failed"] if d["prompt_id"] == ERROR_ID]
+    assert len(failed) == 1
+    assert failed[0]["error"]["exception_message"].startswith("xxxx")
+    assert len(failed[0]["error"]["exception_message"]) < 10_000

@@ -10,7 +10,8 @@ from tests.support.recordings import recording
 PID = "11111111-2222-3333-4444-555555555555"  # the id in the sample events and recording
 
 
-def test_task_status_completed_from_one_history_request(comfy):
+def test_task_status_completed_from_one_history_request(comfy, monkeypatch):
+    monkeypatch.setenv("COMFYUI_PUBLIC_URL", "http://comfy.test:8188")
     comfy.routes[("GET", f"/history/{PID}")] = (200, recording("history_id_success_preview"))
     status, body = invoke("task_status", event("task_status"))
     assert status == 200 and body["status"] == "completed"
@@ -52,8 +53,9 @@ def test_test_comfy_success_and_error_shapes(comfy):
     comfy.routes[("GET", "/system_stats")] = (200, recording("system_stats"))
     status, body = invoke("test_comfy", event("test_comfy"))
     assert status == 200 and body["status"] == "success"
-    assert body["comfyui_url"] == "http://comfy.test:8188/system_stats"
+    assert body["comfyui_url"] is None  # the internal address is never shown
     assert body["response"]["system"]["comfyui_version"]
+    assert "argv" not in body["response"]["system"]
     comfy.routes[("GET", "/system_stats")] = requests.exceptions.ConnectionError()
     status, body = invoke("test_comfy", event("test_comfy"))
     assert status == 502 and body["status"] == "error" and "unreachable" in body["error"]
@@ -62,11 +64,14 @@ def test_test_comfy_success_and_error_shapes(comfy):
 def test_history_is_bounded_by_default_and_validated(comfy):
     comfy.routes[("GET", "/history")] = (200, recording("history_max_items_1"))
     status, _ = invoke("history", event("history", queryStringParameters=None))
-    assert status == 200 and comfy.calls[-1]["query"] == {"max_items": ["100"]}
+    assert status == 200 and comfy.calls[-1]["query"] == {"max_items": ["20"]}
     invoke("history", event("history"))
     assert comfy.calls[-1]["query"] == {"max_items": ["10"]}
     status, body = invoke("history", event("history", queryStringParameters={"max_items": "abc"}))
     assert status == 400 and len(comfy.calls) == 2
+    status, body = invoke("history", event("history", queryStringParameters={"max_items": "101"}))
+    assert (status, body["error"]) == (400, "'max_items' must be an integer from 1 to 100")
+    assert len(comfy.calls) == 2
 
 
 def test_history_entry_and_image_404_when_comfyui_has_none(comfy):
@@ -92,7 +97,9 @@ def test_queue_lists_ids_and_positions_without_graphs(comfy):
 def test_status_passes_system_stats(comfy):
     comfy.routes[("GET", "/system_stats")] = (200, recording("system_stats"))
     status, body = invoke("system_status", event("system_status"))
-    assert status == 200 and body == recording("system_stats")
+    expected = recording("system_stats")
+    del expected["system"]["argv"]  # ComfyUI's command line: paths, ports, flags
+    assert status == 200 and body == expected
 
 
 def test_cancel_pending_running_unknown(comfy):

@@ -30,6 +30,8 @@ def use_session(monkeypatch: pytest.MonkeyPatch, session: requests.Session) -> N
 class FakeComfySession(requests.Session):
     """Routes `(METHOD, path)` to `(status, body)`; body None = empty, str = text,
     anything else = JSON. An exception instance as the answer is raised instead.
+    A 200 answer to POST /prompt carries the `prompt_id` the request sent, as ComfyUI's
+    does (recorded: prompt_success_client_id_prompt_id), whatever id the routed body holds.
     Every request is recorded in `calls` (method, path, query, json, headers, timeout)."""
 
     def __init__(self, routes: dict[tuple[str, str], Any] | None = None) -> None:
@@ -59,7 +61,12 @@ class FakeComfySession(requests.Session):
         answer = self.routes.get((call["method"], call["path"]), _idle(call["method"], call["path"]))
         if isinstance(answer, Exception):
             raise answer
-        return _response(url, *answer)
+        status, payload = answer
+        sent = call["json"]
+        if (call["method"], call["path"], status) == ("POST", "/prompt", 200) and isinstance(payload, dict) \
+                and isinstance(sent, dict) and "prompt_id" in sent:
+            payload = {**payload, "prompt_id": sent["prompt_id"]}
+        return _response(url, status, payload)
 
     def paths(self, method: str | None = None) -> list[str]:
         return [c["path"] for c in self.calls if method is None or c["method"] == method]
@@ -87,6 +94,9 @@ def _response(url: str, status: int, payload: Any) -> requests.Response:
     else:
         response._content = json.dumps(payload).encode()
         response.headers["Content-Type"] = "application/json; charset=utf-8"
+    # For callers that stream (stream=True reads `raw`, as GET /history is read).
+    response.raw = urllib3.HTTPResponse(body=io.BytesIO(response._content), status=status,
+                                        preload_content=False, decode_content=False)
     return response
 
 

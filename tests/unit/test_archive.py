@@ -9,7 +9,9 @@ patch the requests machinery.
 from __future__ import annotations
 
 import copy
+import io
 import json
+import tracemalloc
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -18,6 +20,7 @@ import boto3
 import pytest
 import requests
 import responses
+import urllib3
 from botocore.exceptions import EndpointConnectionError
 from comfy_core import archive, events
 from comfy_core.client import ComfyUIClient
@@ -147,7 +150,9 @@ def test_settings_defaults(env: None) -> None:
         ("ARCHIVE_MAX_ITEMS", "25", "archive_max_items", 25),
         ("EVENT_BUS_NAME", "comfy-bus", "event_bus_name", "comfy-bus"),
         ("PRESIGN_EXPIRY_SECONDS", "5", "presign_expiry", 60),
-        ("PRESIGN_EXPIRY_SECONDS", "99999999", "presign_expiry", 604_800),
+        # Links signed by a role session die with it: a day would be a promise S3 breaks.
+        ("PRESIGN_EXPIRY_SECONDS", "86400", "presign_expiry", 3600),
+        ("PRESIGN_EXPIRY_SECONDS", "99999999", "presign_expiry", 3600),
     ],
 )
 def test_settings_from_env(
@@ -439,7 +444,7 @@ def test_comfyui_unreachable_ends_the_run_cleanly(aws: Any, s3_calls: S3Calls) -
 
 def test_comfyui_going_away_mid_run_stops_without_manifest(aws: Any) -> None:
     session, client = comfy_for("history_id_success_preview", "history_id_success_save")
-    session.down_after = 2  # /history and the first /view answer, then nothing
+    session.down_after = 3  # /history, /history/{id} and the first /view answer, then nothing
     summary = archive.run_sweep(client=client)
     assert summary["status"] == "failed" and metric("ArchiveRunFailed") == 1
     assert keys(aws) == [f"images/{PREVIEW_ID}/2/ComfyUI_temp_oncmo_00001_.png"]
@@ -554,3 +559,44 @@ def test_history_entries_are_not_changed(aws: Any) -> None:
     before = copy.deepcopy(session.history)
     archive.run_sweep(client=client)
     assert session.history == before
+
+
+# -- a history of many megabytes (issue 10, item 3) --------------------------------------
+class _BigHistory(StreamingComfy):
+    """GET /history answers pre-encoded bytes, streamed: what is measured is the archiver's
+    memory, not the stand-in's."""
+
+    def __init__(self, body: bytes) -> None:
+        super().__init__({})
+        self.body = body
+
+    def _answer(self, call: dict[str, Any], url: str) -> Any:
+        if call["path"] != "/history":
+            return super()._answer(call, url)
+        response = requests.Response()
+        response.status_code, response.url = 200, url
+        response.raw = urllib3.HTTPResponse(body=io.BytesIO(self.body), status=200, preload_content=False)
+        return response
+
+
+def test_sweep_memory_stays_flat_on_a_20_mb_history(aws: Any) -> None:
+    """Twenty 1 MB entries, all archived already: the sweep streams the history and keeps
+    ids only. Reading it whole took +54 MB; the peak now stays near one entry."""
+    history = {}
+    for number in range(20):
+        prompt_id = f"{number:08d}-0000-4000-8000-000000000000"
+        history[prompt_id] = {"prompt": [number, prompt_id, {"1": {"inputs": {"text": "x" * 1_000_000}}}, {}, []],
+                              "outputs": {}, "status": {"status_str": "success", "completed": True, "messages": []}}
+        aws.put_object(Bucket=BUCKET, Key=f"images/{prompt_id}/manifest.json", Body=b"{}")
+    body = json.dumps(history).encode()
+    del history
+    assert len(body) > 20_000_000
+    client = ComfyUIClient(get_settings(), session=_BigHistory(body))
+    tracemalloc.start()
+    try:
+        summary = archive.run_sweep(client=client)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert summary["prompts_seen"] == 20 and summary["prompts_already_archived"] == 20
+    assert peak < 8_000_000, f"peak {peak / 1e6:.1f} MB"

@@ -280,9 +280,10 @@ def test_view_url_uses_the_public_url_without_credentials(monkeypatch) -> None:
     assert client.base_url == BASE
 
 
-def test_view_url_defaults_to_the_base_url(client) -> None:
-    url = client.view_url({"filename": "x.png", "subfolder": "", "type": "output"})
-    assert url == f"{BASE}/view?filename=x.png&subfolder=&type=output"
+def test_view_url_is_none_without_a_public_url(client) -> None:
+    """The base URL is the functions' way in (often a private address): never shown."""
+    assert client.view_url({"filename": "x.png", "subfolder": "", "type": "output"}) is None
+    assert client.public_url("/system_stats") is None
 
 
 def test_get_client_is_cached_until_reset(monkeypatch) -> None:

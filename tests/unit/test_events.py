@@ -33,8 +33,28 @@ def test_lone_surrogate_from_comfyui_is_sent_escaped_not_raised(monkeypatch) -> 
     assert json.loads(body) == detail  # nothing lost: the escapes decode to the same strings
 
 
-def test_oversized_detail_is_not_sent(monkeypatch) -> None:
+def test_an_oversized_detail_is_sent_cut_not_dropped(monkeypatch) -> None:
+    """A failed prompt with a very long error used to be dropped after its manifest was
+    written: never announced. Now it is sent, cut and marked."""
     client = RecordingClient()
     use(monkeypatch, client)
-    assert events.put_event("x", {"blob": "a" * (events.MAX_DETAIL_BYTES + 1)}, "default") is False
-    assert client.entries == []
+    detail = {"prompt_id": "p1", "status": "error",
+              "error": {"exception_message": "boom " * 100_000, "node_id": "4"},
+              "keys": [f"images/p1/2/{n:05d}.png" for n in range(20_000)]}
+    assert events.put_event("ComfyUI Prompt Failed", detail, "default") is True
+    [entry] = client.entries
+    assert len(entry["Detail"].encode()) <= 256 * 1024  # PutEvents' limit per entry
+    sent = json.loads(entry["Detail"])
+    assert sent["prompt_id"] == "p1" and sent["status"] == "error" and sent["error"]["node_id"] == "4"
+    assert sent["detail_truncated"] is True
+    assert sent["error"]["exception_message"].startswith("boom boom")
+    assert "[truncated" in sent["error"]["exception_message"]
+    assert 0 < len(sent["keys"]) < 20_000 and sent["keys"][0] == "images/p1/2/00000.png"
+
+
+def test_a_detail_that_fits_is_sent_unchanged(monkeypatch) -> None:
+    client = RecordingClient()
+    use(monkeypatch, client)
+    detail = {"prompt_id": "p1", "message": "m" * 10_000}
+    assert events.put_event("x", detail, "default") is True
+    assert json.loads(client.entries[0]["Detail"]) == detail

@@ -91,18 +91,19 @@ def test_an_answer_that_cannot_be_serialised_is_the_500_envelope() -> None:
 
 # -- query ------------------------------------------------------------------------------------
 class _History:
-    def history(self, count: int) -> dict[str, Any]:
-        return {"count": count}
+    def history_items(self, count: int, offset: int | None = None) -> Any:
+        return iter([("asked", {"count": count})])
 
 
 @pytest.mark.parametrize("value", ["\uff11", "1_0", " 5", "+5", "5.0", "0x10", "9" * 5000])
 def test_max_items_takes_ascii_digits_only(value: str) -> None:
     with pytest.raises(BadRequestError):
-        status.history(_History(), value, 100, 1000)  # type: ignore[arg-type]
+        status.history(_History(), {"max_items": value}, 100, 1000)  # type: ignore[arg-type]
 
 
 def test_max_items_in_range_is_used() -> None:
-    assert status.history(_History(), "1000", 100, 1000) == {"count": 1000}  # type: ignore[arg-type]
+    page = status.history(_History(), {"max_items": "1000"}, 100, 1000)  # type: ignore[arg-type]
+    assert page.body == {"asked": {"count": 1000}}
 
 
 # -- ComfyUI answers of the wrong shape, and hanging ---------------------------------------------

@@ -69,6 +69,8 @@ def test_finished_prompt_is_completed_with_its_images(
         assert image["type"] == expected_type == expected["type"]
         assert image["filename"] == expected["filename"]
         assert image["subfolder"] == expected["subfolder"]
+        assert image["url"] is None  # no COMFYUI_PUBLIC_URL: no ComfyUI address in answers
+    for image, expected in zip(status.describe_images(_public(client), recorded[prompt_id]), expected_files):
         assert image["url"].startswith(f"{BASE}/view?")
         assert query_of(image["url"]) == {
             "filename": [expected["filename"]],
@@ -85,7 +87,15 @@ def test_execution_time_uses_the_end_event(rsps, client, recording) -> None:
     assert answer["execution_time"] == pytest.approx(11.5)
 
 
+def _public(client):
+    """The same client with a public URL set."""
+    from dataclasses import replace
+
+    return type(client)(replace(client.settings, comfyui_public_url=BASE), session=client.session)
+
+
 def test_image_url_encodes_filename_subfolder_and_type(rsps, client) -> None:
+    client = _public(client)
     entry = {
         "outputs": {"9": {"images": [{"filename": "a b&c=d.png", "subfolder": "x/y z", "type": "output"}]}},
         "status": {"status_str": "success", "completed": True, "messages": []},
@@ -229,7 +239,7 @@ def test_history_default_max_items_is_sent_to_comfyui(rsps, client, recording) -
         json=recording("history_max_items_1"),
         match=[matchers.query_param_matcher({"max_items": "100"})],
     )
-    answer = status.history(client, None, 100, 1000)
+    answer = status.history(client, {}, 100, 1000).body
     assert PENDING_18_ID in answer
     assert len(rsps.calls) == 1
 
@@ -242,14 +252,14 @@ def test_history_max_items_is_passed_as_query_param(rsps, client, recording, raw
         json=recording("history_max_items_2_offset_0"),
         match=[matchers.query_param_matcher({"max_items": sent})],
     )
-    status.history(client, raw, 7, 1000)
+    status.history(client, {"max_items": raw}, 7, 1000)
     assert query_of(rsps.calls[0].request.url) == {"max_items": [sent]}
 
 
 @pytest.mark.parametrize("raw", ["0", "1001", "abc", "-5", "1.5"])
 def test_history_max_items_out_of_bounds_is_refused_before_comfyui(rsps, client, raw) -> None:
     with pytest.raises(BadRequestError, match="max_items"):
-        status.history(client, raw, 100, 1000)
+        status.history(client, {"max_items": raw}, 100, 1000)
     assert len(rsps.calls) == 0
 
 

@@ -185,7 +185,7 @@ Handler = Callable[[Request], Any]
 
 def api_handler(func: Handler) -> Callable[[dict[str, Any], Any], dict[str, Any]]:
     """Wrap a thin handler: it takes a `Request` and returns a JSON-able body (200) or a
-    `(status_code, body)` tuple; every exception becomes the error envelope here."""
+    `(status_code, body)` or `(status_code, body, headers)` tuple; every exception becomes the error envelope here."""
 
     @functools.wraps(func)
     def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
@@ -198,7 +198,7 @@ def api_handler(func: Handler) -> Callable[[dict[str, Any], Any], dict[str, Any]
             # Serialised inside the try: an answer that cannot be encoded is our 500 with
             # the envelope, not a Lambda error that API Gateway turns into a bare 502.
             if isinstance(result, tuple):
-                return json_response(result[0], result[1])
+                return json_response(*result)  # (status, body) or (status, body, headers)
             return json_response(200, result)
         except Exception as exc:  # noqa: BLE001 - the one place every error is mapped
             return error_response(exc)

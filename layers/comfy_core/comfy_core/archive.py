@@ -33,7 +33,6 @@ from .client import ComfyUIClient, get_client
 from .config import Settings, get_settings
 from .errors import (
     BadRequestError,
-    ComfyUIBadResponseError,
     ComfyUIError,
     ComfyUIFileMissingError,
     ComfyUITimeoutError,
@@ -578,20 +577,20 @@ class RunSummary:
         return dict(self.__dict__)
 
 
-def _candidates(history: Any, settings: Settings) -> list[tuple[str, dict[str, Any]]]:
-    """Finished prompts, oldest first (as ComfyUI lists them): the oldest are the first to
-    fall out of its history. Those without files too: their outcome is announced."""
-    if not isinstance(history, dict):
-        raise ComfyUIBadResponseError("ComfyUI history is not a JSON object")
+def _candidates(items: Iterable[tuple[str, Any]]) -> list[str]:
+    """Ids of finished prompts, oldest first (as ComfyUI lists them): the oldest are the
+    first to fall out of its history. Those without files too: their outcome is announced.
+    Only ids are kept: the entries (megabytes for big graphs or text outputs) are read one
+    at a time as they stream past, so memory stays flat whatever the history's size."""
     found = []
-    for prompt_id, entry in history.items():
+    for prompt_id, entry in items:
         if not is_finished(entry):
             continue
         if not validation.PROMPT_ID.fullmatch(str(prompt_id)):
             # Not a usable S3 key segment, and the API could never look it up either.
             logger.warning("Skipping prompt with an unusable id", extra={"prompt_id": str(prompt_id)[:200]})
             continue
-        found.append((prompt_id, entry))
+        found.append(str(prompt_id))
     return found
 
 
@@ -603,35 +602,43 @@ def run_sweep(
     seconds_left: Callable[[], float] | None = None,
 ) -> dict[str, Any]:
     """Archive every finished prompt in ComfyUI's recent history that has no manifest yet.
-    With nothing new it downloads and uploads nothing: one GET /history and one LIST."""
+    With nothing new it downloads and uploads nothing: one GET /history (streamed) and one
+    LIST; each prompt to archive is then read alone (GET /history/{id})."""
     settings = settings or get_settings()
     _require_bucket(settings)
     client = client or get_client()
     s3 = s3 or s3_client()
     summary = RunSummary()
     try:
-        candidates = _candidates(client.history(settings.archive_max_items), settings)
+        candidates = _candidates(client.history_items(settings.archive_max_items))
     except ComfyUIError as exc:
         summary.fail(f"ComfyUI history unavailable: {exc.message}", exc)
         return summary.as_dict()
     summary.prompts_seen = len(candidates)
     try:
-        done = archived_prompt_ids(s3, settings, (pid for pid, _ in candidates))
+        done = archived_prompt_ids(s3, settings, candidates)
     except Exception as exc:  # noqa: BLE001 - botocore error types are generated
         summary.fail("Could not list archived prompts in S3", exc)
         return summary.as_dict()
     summary.prompts_already_archived = len(done)
-    for prompt_id, entry in candidates:
+    for prompt_id in candidates:
         if prompt_id in done:
             continue
         if seconds_left is not None and seconds_left() < TIME_MARGIN_SECONDS:
             summary.status = "out_of_time"
             break
         try:
+            entry = client.history_entry(prompt_id)
+            if entry is None:  # cleared from ComfyUI since the listing: nothing to copy
+                continue
             summary.add(archive_prompt(prompt_id, entry, client=client, s3=s3, settings=settings))
         except _RUN_FATAL as exc:
             summary.fail(f"ComfyUI went away: {exc.message}", exc)
             break
+        except ComfyUIError as exc:
+            summary.prompts_incomplete += 1
+            logger.warning("Prompt not readable; retried next run",
+                           extra={"prompt_id": prompt_id, "error": exc.message})
     logger.info("Archive run finished", extra={k: v for k, v in summary.as_dict().items() if k != "prompts"})
     return summary.as_dict()
 

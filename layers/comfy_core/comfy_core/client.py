@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterator
 from contextvars import ContextVar
 from functools import lru_cache
 from typing import Any
@@ -194,6 +195,30 @@ class ComfyUIClient:
     def history(self, max_items: int) -> dict[str, Any]:
         return self.get_object("/history", params={"max_items": max_items})
 
+    def history_items(self, max_items: int, offset: int | None = None) -> Iterator[tuple[str, Any]]:
+        """(prompt_id, entry) of GET /history, oldest first, parsed while they arrive: a
+        history of many megabytes never sits in memory whole, only one entry at a time.
+        ComfyUI's `offset` counts from the oldest entry; without it, the newest `max_items`."""
+        import ijson  # only the functions that read whole histories pay for it
+
+        params: dict[str, Any] = {"max_items": max_items}
+        if offset is not None:
+            params["offset"] = offset
+        response = self._request("GET", "/history", params=params, stream=True)
+        try:
+            self._expect_ok(response)
+            response.raw.decode_content = True
+            body = _ObjectStream(response.raw)
+            yield from ijson.kvitems(body, "", use_float=True)
+        except ijson.JSONError as exc:
+            raise ComfyUIBadResponseError("ComfyUI history is not valid JSON") from exc
+        except urllib3.exceptions.ReadTimeoutError as exc:
+            raise ComfyUITimeoutError("ComfyUI did not answer in time") from exc
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise ComfyUIBadResponseError("ComfyUI history broke off") from exc
+        finally:
+            response.close()
+
     def history_entry(self, prompt_id: str) -> dict[str, Any] | None:
         """The finished prompt's entry, or None: ComfyUI answers `{}` for unknown,
         pending and running prompts alike."""
@@ -268,8 +293,15 @@ class ComfyUIClient:
         # Targeted: ComfyUI only interrupts if this prompt is the one running.
         self.post_empty("/interrupt", {"prompt_id": prompt_id})
 
-    def view_url(self, image: dict[str, Any]) -> str:
-        """The public /view URL clients can fetch an image from."""
+    def public_url(self, path: str) -> str | None:
+        """`path` under COMFYUI_PUBLIC_URL (credentials removed); None without one: the
+        base URL the functions use is an internal address, never shown to clients."""
+        if not self.settings.comfyui_public_url:
+            return None
+        return f"{redact_url(self.settings.comfyui_public_url)}{path}"
+
+    def view_url(self, image: dict[str, Any]) -> str | None:
+        """The public /view URL clients can fetch an image from, or None (see public_url)."""
         query = urlencode(
             {
                 "filename": image.get("filename", ""),
@@ -277,7 +309,7 @@ class ComfyUIClient:
                 "type": image.get("type", ""),
             }
         )
-        return f"{redact_url(self.settings.comfyui_public_url)}/view?{query}"
+        return self.public_url(f"/view?{query}")
 
     def open_view(self, file: dict[str, Any]) -> requests.Response:
         """GET /view for one output file, streamed: the caller reads `response.raw` in
@@ -302,6 +334,26 @@ class ComfyUIClient:
             response.close()
         self._expect_ok(response)
         return response
+
+
+class _ObjectStream:
+    """A streamed body that must hold a JSON object: anything else (a proxy's `[]`, `null`)
+    is refused at the first bytes instead of read as an empty history."""
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+        head = raw.read(64 * 1024)
+        if not head.lstrip()[:1] == b"{":
+            raise ComfyUIBadResponseError("ComfyUI history is not a JSON object")
+        self._head: bytes | None = head
+
+    def read(self, size: int = -1) -> bytes:
+        if size == 0:  # ijson asks for nothing first, to learn bytes from str
+            return b""
+        if self._head is not None:
+            head, self._head = self._head, None
+            return head
+        return self._raw.read(size)
 
 
 def _is_read_timeout(exc: requests.exceptions.ConnectionError) -> bool:

@@ -38,10 +38,18 @@ def _csv(name: str, default: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
 
 
+# A presigned URL is only valid while the credentials that signed it are: a function signs
+# with its role's temporary session credentials, so a URL dies with that session whatever
+# its X-Amz-Expires says (S3's own 7-day limit applies to long-term keys only). Lambda does
+# not publish how long its role sessions last, so links are kept to an hour, a lifetime
+# that is honest in practice; clients ask task_status or image again for a fresh link.
+MAX_PRESIGN_EXPIRY = 3600
+
+
 @dataclass(frozen=True)
 class Settings:
     comfyui_base_url: str
-    # What clients are shown in image `url`s; defaults to the base URL (the seed's behaviour).
+    # What clients are shown in image `url`s; empty: no ComfyUI address in any answer.
     comfyui_public_url: str
     workflow_bucket: str
     workflow_prefix: str
@@ -61,7 +69,7 @@ class Settings:
     archive_types: tuple[str, ...] = ("temp", "output")
     archive_max_items: int = 200
     event_bus_name: str = "default"
-    # Presigned GET lifetime; S3 refuses more than 7 days (SigV4).
+    # Presigned GET lifetime, at most MAX_PRESIGN_EXPIRY (see there).
     presign_expiry: int = 3600
     # The archiver, asked asynchronously to copy a prompt as soon as the API sees it finished.
     archiver_function_name: str = ""
@@ -91,7 +99,9 @@ class Settings:
     @classmethod
     def from_env(cls) -> "Settings":
         base = os.environ.get("COMFYUI_BASE_URL", "http://127.0.0.1:8188").strip().rstrip("/")
-        public = os.environ.get("COMFYUI_PUBLIC_URL", "").strip().rstrip("/") or base
+        # No default from the base URL: that is usually a private address clients must
+        # not be shown (and cannot reach). Without it, image `url`s are null.
+        public = os.environ.get("COMFYUI_PUBLIC_URL", "").strip().rstrip("/")
         return cls(
             comfyui_base_url=base,
             comfyui_public_url=public,
@@ -101,14 +111,16 @@ class Settings:
             read_timeout=_float("COMFYUI_READ_TIMEOUT", 10.0),
             get_retries=_int("COMFYUI_GET_RETRIES", 2),
             max_body_bytes=_int("MAX_BODY_BYTES", 1_048_576),
-            history_default_items=_int("HISTORY_DEFAULT_MAX_ITEMS", 100),
-            history_max_items=_int("HISTORY_MAX_ITEMS_LIMIT", 1000),
+            # A page of history must fit Lambda's 6 MB answer: entries run from a few KB to
+            # megabytes (text outputs), so pages are small; the size budget does the rest.
+            history_default_items=_int("HISTORY_DEFAULT_MAX_ITEMS", 20),
+            history_max_items=_int("HISTORY_MAX_ITEMS_LIMIT", 100),
             image_bucket=os.environ.get("IMAGE_BUCKET", "").strip(),
             image_prefix=_prefix("IMAGE_PREFIX", "images/"),
             archive_types=_csv("ARCHIVE_TYPES", "temp,output"),
             archive_max_items=max(1, _int("ARCHIVE_MAX_ITEMS", 200)),
             event_bus_name=os.environ.get("EVENT_BUS_NAME", "").strip() or "default",
-            presign_expiry=min(max(_int("PRESIGN_EXPIRY_SECONDS", 3600), 60), 604_800),
+            presign_expiry=min(max(_int("PRESIGN_EXPIRY_SECONDS", 3600), 60), MAX_PRESIGN_EXPIRY),
             archiver_function_name=os.environ.get("ARCHIVER_FUNCTION_NAME", "").strip(),
             comfyui_auth_header=os.environ.get("COMFYUI_AUTH_HEADER", "").strip() or "Authorization",
             comfyui_auth_parameter=os.environ.get("COMFYUI_AUTH_PARAMETER", "").strip(),

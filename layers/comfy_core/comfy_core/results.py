@@ -7,10 +7,11 @@ from the manifest when it does not, so a finished prompt stays finished.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from functools import lru_cache
 from typing import Any
 
-from . import archive, status
+from . import answers, archive, deadline, status
 from .client import ComfyUIClient
 from .config import Settings, get_settings
 from .errors import NotFoundError, StorageError
@@ -18,11 +19,21 @@ from .invoke import invoke_async
 from .observability import logger
 
 
+# A finished prompt not archived yet is asked for at most once per this many seconds per
+# container: a client polling task_status every 100 ms must not queue an archiver run per
+# poll (async invokes are queued, and the archiver runs one at a time). A lost request is
+# harmless: the next poll after the interval asks again, and the schedule sweeps anyway.
+ARCHIVE_REQUEST_INTERVAL_SECONDS = 5.0
+# Prompts remembered for that; the oldest are forgotten first (at worst, one extra request).
+MAX_REMEMBERED_REQUESTS = 1024
+
+
 class ImageArchive:
     """The API's view of the archive: manifests, download links, archive-now requests."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self._requested: OrderedDict[str, float] = OrderedDict()  # prompt id -> when asked
 
     def manifest(self, prompt_id: str, *, required: bool = False) -> dict[str, Any] | None:
         """The prompt's manifest or None. With required=False an S3 failure degrades to
@@ -41,9 +52,19 @@ class ImageArchive:
         return archive.presigned_url(key, settings=self.settings)
 
     def request(self, prompt_id: str) -> None:
-        """Ask the archiver to copy this prompt now instead of at its next tick."""
-        if self.settings.archiver_function_name:
-            invoke_async(self.settings.archiver_function_name, {"prompt_id": prompt_id})
+        """Ask the archiver to copy this prompt now instead of at its next tick (at most once
+        per ARCHIVE_REQUEST_INTERVAL_SECONDS per prompt)."""
+        if not self.settings.archiver_function_name:
+            return
+        now = deadline.now()
+        last = self._requested.get(prompt_id)
+        if last is not None and now - last < ARCHIVE_REQUEST_INTERVAL_SECONDS:
+            return
+        self._requested[prompt_id] = now
+        self._requested.move_to_end(prompt_id)
+        while len(self._requested) > MAX_REMEMBERED_REQUESTS:
+            self._requested.popitem(last=False)
+        invoke_async(self.settings.archiver_function_name, {"prompt_id": prompt_id})
 
 
 def _file_key(item: dict[str, Any]) -> tuple[str, str, str, str]:
@@ -137,7 +158,7 @@ def images(client: ComfyUIClient, store: ImageArchive, prompt_id: str) -> dict[s
 def history_entry(client: ComfyUIClient, store: ImageArchive, prompt_id: str) -> dict[str, Any]:
     entry = client.history_entry(prompt_id)
     if entry is not None:
-        return {prompt_id: entry}
+        return {prompt_id: answers.public_entry(entry)}
     manifest = store.manifest(prompt_id, required=True)
     if manifest is None:
         raise NotFoundError(f"No history for prompt {prompt_id}")

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
+from . import answers
 from .client import ComfyUIClient
 from .errors import BadRequestError, ComfyUIBadResponseError, NotFoundError
 
@@ -86,8 +89,9 @@ def failure_details(entry: dict[str, Any]) -> dict[str, Any]:
                 "type": "execution_error",
                 "node_id": data.get("node_id"),
                 "node_type": data.get("node_type"),
-                "exception_type": data.get("exception_type"),
-                "exception_message": data.get("exception_message"),
+                "exception_type": answers.error_text(data.get("exception_type")),
+                # Cut and without server paths: it goes to clients, manifests and events.
+                "exception_message": answers.error_text(data.get("exception_message")),
             }
         if event == "execution_interrupted":
             return {
@@ -201,23 +205,79 @@ def images(client: ComfyUIClient, prompt_id: str) -> dict[str, Any]:
     return {"status": "success", "prompt_id": prompt_id, "images": found}
 
 
-def history(client: ComfyUIClient, max_items: str | None, default: int, limit: int) -> dict[str, Any]:
-    """Recent history, always bounded: the full history can be megabytes."""
-    if max_items is None or max_items == "":
-        count = default
-    else:
-        # ASCII digits only: int() would also take "１", "1_0", " 5" and "+5".
-        count = int(max_items) if max_items.isascii() and max_items.isdigit() and len(max_items) <= 6 else 0
-        if not 1 <= count <= limit:
-            raise BadRequestError(f"'max_items' must be an integer from 1 to {limit}")
-    return client.history(count)
+def _count(raw: str | None, name: str, low: int, high: int) -> int | None:
+    """An optional integer query parameter; ASCII digits only (int() would also take
+    "１", "1_0", " 5" and "+5")."""
+    if raw is None or raw == "":
+        return None
+    value = int(raw) if raw.isascii() and raw.isdigit() and len(raw) <= 9 else -1
+    if not low <= value <= high:
+        raise BadRequestError(f"'{name}' must be an integer from {low} to {high}")
+    return value
+
+
+def _flag(raw: str | None, name: str) -> bool:
+    if raw is None or raw.lower() in ("", "false", "0"):
+        return False
+    if raw.lower() in ("true", "1"):
+        return True
+    raise BadRequestError(f"'{name}' must be true or false")
+
+
+@dataclass
+class HistoryPage:
+    """An answer of GET /api/history: ComfyUI's shape `{prompt_id: entry}` in `body`; what
+    was left out to stay within the response size limit in `headers`."""
+
+    body: dict[str, Any]
+    headers: dict[str, str]
+
+
+MAX_OFFSET = 10_000_000
+
+
+def history(client: ComfyUIClient, query: dict[str, str], default: int, limit: int,
+            budget: int = answers.ANSWER_BUDGET_BYTES) -> HistoryPage:
+    """Recent history, always bounded: by count (`max_items`, default `default`, at most
+    `limit`), by content (no workflow graphs unless `include_prompt=true`, long strings
+    cut) and by size (`budget` bytes).
+
+    Without `offset` (the newest `max_items`) a page over the budget keeps the newest
+    entries; with `offset` (counted from the oldest, as ComfyUI does) it keeps the first
+    ones and `X-Next-Offset` says where the next page starts. Either way `X-Truncated:
+    true` marks a page that left entries out."""
+    count = _count(query.get("max_items"), "max_items", 1, limit) or default
+    offset = _count(query.get("offset"), "offset", 0, MAX_OFFSET)
+    include_prompt = _flag(query.get("include_prompt"), "include_prompt")
+    kept: deque[tuple[str, Any, int]] = deque()
+    total, omitted, next_offset = 2, 0, None
+    for index, (prompt_id, entry) in enumerate(client.history_items(count, offset)):
+        entry = answers.public_entry(entry, include_prompt=include_prompt)
+        size = answers.size_of({prompt_id: entry})  # its braces stand for the ", " between entries
+        if size + 2 > budget:
+            omitted += 1  # one entry alone over the limit: never sendable
+            continue
+        if offset is not None and total + size > budget:
+            next_offset = offset + index
+            break
+        kept.append((prompt_id, entry, size))
+        total += size
+        while total > budget:  # newest first: drop the oldest kept
+            total -= kept.popleft()[2]
+            omitted += 1
+    headers: dict[str, str] = {}
+    if omitted or next_offset is not None:
+        headers["X-Truncated"] = "true"
+    if next_offset is not None:
+        headers["X-Next-Offset"] = str(next_offset)
+    return HistoryPage({prompt_id: entry for prompt_id, entry, _ in kept}, headers)
 
 
 def history_entry(client: ComfyUIClient, prompt_id: str) -> dict[str, Any]:
     entry = client.history_entry(prompt_id)
     if entry is None:
         raise NotFoundError(f"No history for prompt {prompt_id}")
-    return {prompt_id: entry}
+    return {prompt_id: answers.public_entry(entry)}
 
 
 def cancel(client: ComfyUIClient, prompt_id: str) -> dict[str, Any]:
