@@ -13,12 +13,12 @@ BUILD_DIR ?= .aws-sam/build
 export SAM_CLI_TELEMETRY := 0
 export AWS_DEFAULT_REGION ?= us-east-1
 
-.PHONY: help dev test unit functional e2e lint validate build bench clean
+.PHONY: help dev test unit functional e2e iam lint validate build bench clean
 
 help:
 	@echo "make dev         run the whole API locally (moto S3 + ComfyUI stand-in unless COMFYUI_BASE_URL)"
 	@echo "make test        lint, every test tier, sam validate and sam build"
-	@echo "make unit | functional | e2e   one test tier"
+	@echo "make unit | functional | e2e | iam   one test tier"
 	@echo "make lint        cfn-lint and pyflakes"
 	@echo "make validate    sam validate --lint"
 	@echo "make build       sam build + precompiled .pyc (needs python3.13)"
@@ -52,6 +52,10 @@ functional: $(VENV)/.stamp
 
 e2e: $(VENV)/.stamp
 	$(PY) -m pytest tests/e2e
+
+# Every function's code under its own execution role, in a moto that enforces IAM.
+iam: $(VENV)/.stamp
+	$(PY) -m pytest tests/iam
 
 lint: $(VENV)/.stamp
 	$(VENV)/bin/cfn-lint template.yaml

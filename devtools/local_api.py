@@ -25,11 +25,12 @@ import traceback
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from email.message import Message
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, Mapping, Self
+from typing import Any, BinaryIO, Callable, Mapping, Self
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from devtools.template import ACCOUNT_ID, REGION, Function, Route, Template, TemplateError
@@ -39,6 +40,8 @@ log = logging.getLogger("local_api")
 MISSING_TOKEN = {"message": "Missing Authentication Token"}
 FORBIDDEN = {"message": "Forbidden"}
 INTERNAL_ERROR = {"message": "Internal server error"}
+# API Gateway's payload limit: a larger request body never reaches a function.
+MAX_REQUEST_BODY = 10 * 1024 * 1024
 
 
 # --------------------------------------------------------------------------
@@ -611,6 +614,90 @@ class LocalLambda(_BackgroundServer):
         return HttpResponse(HTTPStatus.OK, headers, json.dumps(result, default=str).encode())
 
 
+class BodyError(Exception):
+    """A request body that cannot be read as framed: answered, then the connection closed
+    (where the next request would start is unknown)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class ClientGone(Exception):
+    """The client closed the connection in the middle of its body: nobody to answer."""
+
+
+_DIGITS = re.compile(r"[0-9]+")
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
+# Longest chunk-size line (extensions included) and trailer line read, and most trailers.
+_MAX_LINE = 4096
+_MAX_TRAILERS = 100
+
+
+def read_body(headers: Message, rfile: BinaryIO, limit: int = MAX_REQUEST_BODY) -> bytes:
+    """The request body as framed by Transfer-Encoding (chunked) or Content-Length, as API
+    Gateway reads it; BodyError for a framing it refuses, ClientGone for one cut short."""
+    codings = [part.strip().lower() for value in headers.get_all("Transfer-Encoding") or []
+               for part in value.split(",") if part.strip()]
+    lengths = [part.strip() for value in headers.get_all("Content-Length") or [] for part in value.split(",")]
+    if codings:
+        if lengths:  # two framings: the classic request-smuggling ambiguity
+            raise BodyError(HTTPStatus.BAD_REQUEST, "Both Transfer-Encoding and Content-Length were sent")
+        if codings != ["chunked"]:
+            raise BodyError(HTTPStatus.NOT_IMPLEMENTED, "Only Transfer-Encoding: chunked is supported")
+        return _read_chunked(rfile, limit)
+    if not lengths:
+        return b""
+    # Repeated equal values are one length (RFC 9110); anything else cannot frame a body.
+    if len(set(lengths)) != 1 or not _DIGITS.fullmatch(lengths[0]):
+        raise BodyError(HTTPStatus.BAD_REQUEST, "Invalid Content-Length")
+    length = int(lengths[0])
+    if length > limit:
+        raise BodyError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"Request body larger than {limit} bytes")
+    body = rfile.read(length)
+    if len(body) < length:
+        raise ClientGone
+    return body
+
+
+def _read_line(rfile: BinaryIO, what: str) -> bytes:
+    line = rfile.readline(_MAX_LINE + 1)
+    if len(line) > _MAX_LINE:
+        raise BodyError(HTTPStatus.BAD_REQUEST, f"{what} line too long")
+    if not line.endswith(b"\n"):
+        raise ClientGone
+    return line
+
+
+def _read_chunked(rfile: BinaryIO, limit: int) -> bytes:
+    body = bytearray()
+    while True:
+        size_text = _read_line(rfile, "Chunk size").split(b";", 1)[0].strip()
+        if not _CHUNK_SIZE.fullmatch(size_text):
+            raise BodyError(HTTPStatus.BAD_REQUEST, "Invalid chunk size")
+        size = int(size_text, 16)
+        if size == 0:
+            break
+        if len(body) + size > limit:
+            raise BodyError(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, f"Request body larger than {limit} bytes")
+        chunk = rfile.read(size)
+        if len(chunk) < size:
+            raise ClientGone
+        body += chunk
+        if _read_line(rfile, "Chunk end") not in (b"\r\n", b"\n"):
+            raise BodyError(HTTPStatus.BAD_REQUEST, "Chunk longer than its size")
+    for _ in range(_MAX_TRAILERS):  # trailer fields are read past and dropped
+        if _read_line(rfile, "Trailer") in (b"\r\n", b"\n"):
+            return bytes(body)
+    raise BodyError(HTTPStatus.BAD_REQUEST, "Too many trailer fields")
+
+
+def error_envelope(status: int, message: str) -> HttpResponse:
+    """The project's error body, for requests refused before any function runs."""
+    return json_response(status, {"error": message, "status_code": int(status)})
+
+
 class _Server(ThreadingHTTPServer):
     # Lets `make dev` restart on the same port right after a stop.
     allow_reuse_address = True
@@ -626,22 +713,34 @@ def _make_handler(handle: Callable[[HttpRequest], HttpResponse]) -> type[BaseHTT
         disable_nagle_algorithm = True
 
         def _serve(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
+            try:
+                body = read_body(self.headers, self.rfile)
+            except ClientGone:
+                self.close_connection = True
+                return
+            except BodyError as refused:
+                self.close_connection = True
+                self._answer(error_envelope(refused.status, refused.message))
+                return
             url = urlsplit(self.path)
             request = HttpRequest(
                 method=self.command,
                 raw_path=url.path or "/",
                 query=url.query,
                 headers=list(self.headers.items()),
-                body=self.rfile.read(length) if length else b"",
+                body=body,
                 source_ip=self.client_address[0],
             )
-            response = handle(request)
+            self._answer(handle(request))
+
+        def _answer(self, response: HttpResponse) -> None:
             self.send_response(response.status)
             for name, value in response.headers:
                 if name.lower() not in ("content-length", "connection", "transfer-encoding"):
                     self.send_header(name, value)
             self.send_header("Content-Length", str(len(response.body)))
+            if self.close_connection:
+                self.send_header("Connection", "close")
             self.end_headers()
             if self.command != "HEAD":
                 self.wfile.write(response.body)

@@ -459,14 +459,14 @@ def test_restart_between_submit_and_archive(standin_stack: LocalStack, archiver_
 
     # The archiver read the history, then ComfyUI restarted: temp gone, outputs kept.
     client = ComfyUIClient(get_settings())
-    read_history = client.history
+    read_history = client.history_items
 
-    def history_then_restart(max_items: int) -> dict[str, Any]:
-        entries = read_history(max_items)
+    def history_then_restart(max_items: int, offset: int | None = None) -> Iterator[tuple[str, Any]]:
+        entries = list(read_history(max_items, offset))
         stack.standin.restart()
-        return entries
+        yield from entries
 
-    client.history = history_then_restart  # type: ignore[method-assign]
+    client.history_items = history_then_restart  # type: ignore[method-assign]
     summary = archive.run_sweep(client=client)
     assert summary["status"] == "ok", summary
     report("restart: images archived", summary["images_archived"])

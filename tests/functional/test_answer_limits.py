@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from comfy_core import answers
-from tests.support.handlers import event, invoke
+from tests.support.handlers import event
 from tests.support.recordings import recording
 
 LAMBDA_RESPONSE_LIMIT = 6 * 1024 * 1024  # bytes, Lambda's synchronous response payload limit

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import requests
 
-from comfy_core import triggers, webhooks
+from comfy_core import triggers
 from comfy_core.config import get_settings
 from comfy_core.errors import ComfyUIUnreachableError
 from functions.run_job.app import lambda_handler
@@ -30,7 +30,6 @@ from tests.support.lambda_context import FakeLambdaContext
 from tests.support.recordings import recording
 
 PROMPT_OK = (200, recording("prompt_success"))
-PROMPT_ID = recording("prompt_success")["prompt_id"]
 BUCKET = "workflow-bucket"
 
 
@@ -71,6 +70,11 @@ def aws(s3: Any, monkeypatch: pytest.MonkeyPatch) -> SimpleNamespace:
 def posts(comfy: FakeComfySession) -> list[dict[str, Any]]:
     """Bodies of every POST /prompt sent (refused ones too)."""
     return [c["json"] for c in comfy.calls if c["method"] == "POST" and c["path"] == "/prompt"]
+
+
+def sent_id(comfy: FakeComfySession) -> str:
+    """The prompt_id the first POST /prompt carried (ComfyUI answers with the id it is sent)."""
+    return posts(comfy)[0]["prompt_id"]
 
 
 def recorded_job(body: dict[str, Any]) -> dict[str, Any]:
@@ -174,7 +178,7 @@ def test_same_job_id_through_every_trigger_runs_once(aws, comfy):
     assert run(sqs_event(("m-1", job))) == {"batchItemFailures": []}
     first = run(event("run_job_eventbridge", detail=job))
     assert run(job) == first  # direct invocation: the first run's answer, not a new prompt
-    assert len(posts(comfy)) == 1 and first["prompt_id"] == PROMPT_ID
+    assert len(posts(comfy)) == 1 and first["prompt_id"] == sent_id(comfy)
 
 
 def test_job_id_reused_for_a_different_job_is_rejected(aws, comfy):
@@ -209,8 +213,14 @@ def test_rejected_job_is_retried_when_the_dead_letter_queue_is_unreachable(s3, c
 
 
 # -- S3 --------------------------------------------------------------------------------
-def put_job(s3: Any, key: str, body: Any) -> None:
-    s3.put_object(Bucket=BUCKET, Key=key, Body=body if isinstance(body, str) else json.dumps(body))
+def put_job(s3: Any, key: str, body: Any) -> dict[str, Any]:
+    """Put a job file in the workflow bucket, versioned as the template declares it; the
+    sample S3 event for that put (it names the version, as S3's real event does)."""
+    s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    put = s3.put_object(Bucket=BUCKET, Key=key, Body=body if isinstance(body, str) else json.dumps(body))
+    evt = event("run_job_s3")
+    evt["detail"]["object"].update({"key": key, "version-id": put["VersionId"]})
+    return evt
 
 
 def result_of(s3: Any, key: str) -> dict[str, Any]:
@@ -218,27 +228,25 @@ def result_of(s3: Any, key: str) -> dict[str, Any]:
 
 
 def test_job_file_runs_and_its_result_is_written_beside_it(aws, comfy):
-    put_job(aws.s3, "jobs/lighthouse.json", {"workflow": "text_label", "prompt": "a lighthouse"})
-    answer = run(event("run_job_s3"))
+    evt = put_job(aws.s3, "jobs/lighthouse.json", {"workflow": "text_label", "prompt": "a lighthouse"})
+    answer = run(evt)
     assert answer["result_key"] == "jobs/lighthouse.result.json"
     result = result_of(aws.s3, "jobs/lighthouse.result.json")
-    assert (result["status"], result["prompt_id"], result["workflow"]) == ("success", PROMPT_ID, "text_label")
-    assert result["job_id"] == "s3:workflow-bucket/jobs/lighthouse.json@0066A1B2C3D4E5F607"
+    assert (result["status"], result["prompt_id"], result["workflow"]) == ("success", sent_id(comfy), "text_label")
+    version = evt["detail"]["object"]["version-id"]
+    assert result["job_id"] == f"s3:workflow-bucket/jobs/lighthouse.json@{version}"
     assert posts(comfy)[0]["prompt"]["6"]["inputs"]["value"] == "a lighthouse"
 
 
 def test_bad_job_file_gets_the_error_as_its_result(aws, comfy):
-    put_job(aws.s3, "jobs/lighthouse.json", {"workflow": "no_such_flow"})
-    run(event("run_job_s3"))
+    run(put_job(aws.s3, "jobs/lighthouse.json", {"workflow": "no_such_flow"}))
     result = result_of(aws.s3, "jobs/lighthouse.result.json")
     assert (result["error"], result["status_code"]) == ("Workflow 'no_such_flow' not found", 404)
     assert posts(comfy) == [] and drain(aws.dlq) == []  # the result is the answer
 
 
 def test_writing_the_result_does_not_run_anything(aws, comfy):
-    put_job(aws.s3, "jobs/lighthouse.result.json", {"workflow": "text_label"})
-    evt = event("run_job_s3")
-    evt["detail"]["object"]["key"] = "jobs/lighthouse.result.json"
+    evt = put_job(aws.s3, "jobs/lighthouse.result.json", {"workflow": "text_label"})
     assert run(evt)["status"] == "ignored"
     assert posts(comfy) == []
     assert [o["Key"] for o in aws.s3.list_objects_v2(Bucket=BUCKET, Prefix="jobs/")["Contents"]] == [
@@ -247,28 +255,28 @@ def test_writing_the_result_does_not_run_anything(aws, comfy):
 
 
 def test_job_file_event_delivered_twice_runs_once(aws, comfy):
-    put_job(aws.s3, "jobs/lighthouse.json", {"workflow": "text_label"})
-    run(event("run_job_s3"))
-    run(event("run_job_s3"))
+    evt = put_job(aws.s3, "jobs/lighthouse.json", {"workflow": "text_label"})
+    run(evt)
+    run(evt)
     assert len(posts(comfy)) == 1
-    assert result_of(aws.s3, "jobs/lighthouse.result.json")["prompt_id"] == PROMPT_ID
+    assert result_of(aws.s3, "jobs/lighthouse.result.json")["prompt_id"] == sent_id(comfy)
 
 
 def test_job_file_with_comfyui_down_is_retried_and_writes_no_result(aws, comfy):
-    put_job(aws.s3, "jobs/lighthouse.json", {"workflow": "text_label", "job_id": "down-s3"})
+    evt = put_job(aws.s3, "jobs/lighthouse.json", {"workflow": "text_label", "job_id": "down-s3"})
     with pytest.raises(ComfyUIUnreachableError):
-        run(event("run_job_s3"))  # raised: Lambda retries the async invocation
+        run(evt)  # raised: Lambda retries the async invocation
     assert "Contents" not in aws.s3.list_objects_v2(Bucket=BUCKET, Prefix="jobs/lighthouse.result")
 
 
 # -- EventBridge -------------------------------------------------------------------------
 def test_run_request_event_runs_and_is_announced(aws, comfy):
     answer = run(event("run_job_eventbridge"))
-    assert answer["status"] == "success" and answer["prompt_id"] == PROMPT_ID
+    assert answer["status"] == "success" and answer["prompt_id"] == sent_id(comfy)
     (submitted,) = events_in(aws.published)
     assert submitted["detail-type"] == "ComfyUI Prompt Submitted"
     assert submitted["detail"] | {"client_id": None} == {
-        "prompt_id": PROMPT_ID,
+        "prompt_id": sent_id(comfy),
         "workflow": "text_label",
         "job_id": "order-1002",
         "status": "submitted",
@@ -301,8 +309,10 @@ def test_direct_invocation_answers_like_the_http_api(aws, comfy):
               body=json.dumps({"prompt": "a lighthouse at dawn"})),
     )
     assert status == 200
-    assert set(direct) == set(http) and direct | {"client_id": None} == http | {"client_id": None}
     sent_direct, sent_http = posts(comfy)
+    assert (direct["prompt_id"], http["prompt_id"]) == (sent_direct["prompt_id"], sent_http["prompt_id"])
+    own = {"client_id": None, "prompt_id": None}  # each submission has its own
+    assert set(direct) == set(http) and direct | own == http | own
     assert sent_direct["prompt"] == sent_http["prompt"]
 
 
@@ -341,7 +351,7 @@ def webhooks_on(monkeypatch: pytest.MonkeyPatch) -> None:
         address = {"hooks.example.com": "93.184.215.14", "internal.example.com": "10.0.3.7"}[host]
         return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port))]
 
-    monkeypatch.setattr(webhooks.socket, "getaddrinfo", resolve)
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
 
 
 def test_job_with_a_public_webhook_url_records_it_with_the_prompt(aws, comfy, webhooks_on):

@@ -444,7 +444,7 @@ def test_comfyui_unreachable_ends_the_run_cleanly(aws: Any, s3_calls: S3Calls) -
 
 def test_comfyui_going_away_mid_run_stops_without_manifest(aws: Any) -> None:
     session, client = comfy_for("history_id_success_preview", "history_id_success_save")
-    session.down_after = 3  # /history, /history/{id} and the first /view answer, then nothing
+    session.down_after = 2  # /history and the first /view answer, then nothing
     summary = archive.run_sweep(client=client)
     assert summary["status"] == "failed" and metric("ArchiveRunFailed") == 1
     assert keys(aws) == [f"images/{PREVIEW_ID}/2/ComfyUI_temp_oncmo_00001_.png"]

@@ -609,3 +609,93 @@ def test_real_template_functions_share_one_environment_and_a_divergence_is_refus
     # A variable comfy_core never reads may differ.
     harmless = dataclasses.replace(first, environment={**first.environment, "SOMETHING_ELSE_ENTIRELY": "x"})
     local_api.check_shared_environment([harmless, *rest])
+
+
+# ---------------------------------------------------------------- request framing over raw sockets
+
+
+def _exchange(api: LocalApi, raw: bytes, *, responses: int = 1) -> list[tuple[int, dict[str, str], bytes]]:
+    """Send raw bytes on one connection; read `responses` answers (status, headers, body).
+    A server that never answers fails the test at the socket timeout instead of hanging it."""
+    import socket
+
+    answers = []
+    with socket.create_connection((api.host, api.port), timeout=5) as sock:
+        sock.sendall(raw)
+        stream = sock.makefile("rb")
+        for _ in range(responses):
+            status_line = stream.readline()
+            assert status_line, "the connection was closed without an answer"
+            headers: dict[str, str] = {}
+            while (line := stream.readline()) not in (b"\r\n", b""):
+                name, _, value = line.decode("latin-1").partition(":")
+                headers[name.strip().lower()] = value.strip()
+            body = stream.read(int(headers.get("content-length", "0")))
+            answers.append((int(status_line.split()[1]), headers, body))
+    return answers
+
+
+# API Gateway's request payload limit.
+GATEWAY_MAX_BODY = 10 * 1024 * 1024
+
+
+def _post(headers: str, body: bytes = b"") -> bytes:
+    return f"POST /items HTTP/1.1\r\nHost: 127.0.0.1\r\n{headers}\r\n".encode() + body
+
+
+@pytest.mark.parametrize(
+    "content_length",
+    ["-1", "abc", "1.5", "+3", "0x10", "3, 4", ""],
+)
+def test_an_invalid_content_length_is_a_400_envelope_and_the_connection_closes(
+    api: LocalApi, content_length: str
+) -> None:
+    # Before: -1 waited for the client to close, abc dropped the connection with a traceback.
+    with api:
+        ((status, headers, body),) = _exchange(api, _post(f"Content-Length: {content_length}\r\n", b"{}"))
+    assert status == 400
+    assert json.loads(body) == {"error": "Invalid Content-Length", "status_code": 400}
+    assert headers["connection"] == "close"  # where the next request starts is unknown
+
+
+def test_a_repeated_equal_content_length_is_one_length(api: LocalApi) -> None:
+    with api:
+        ((status, _, body),) = _exchange(api, _post("Content-Length: 2, 2\r\n", b"{}"))
+    assert status == 201 and json.loads(body)["event"]["body"] == "{}"
+
+
+def test_a_chunked_body_reaches_the_function_and_the_connection_stays_usable(api: LocalApi) -> None:
+    # Before: the chunks were ignored and the function ran with no body at all.
+    chunked = b'7;ext=1\r\n{"a": 1\r\n3\r\n, "\r\n7\r\nb": [2]\r\n1\r\n}\r\n0\r\nX-Trailer: t\r\n\r\n'
+    second = _post("Content-Length: 8\r\n", b'{"c": 3}')
+    with api:
+        first, after = _exchange(
+            api, _post("Transfer-Encoding: chunked\r\n", chunked) + second, responses=2
+        )
+    assert first[0] == 201
+    assert json.loads(first[2])["event"]["body"] == '{"a": 1, "b": [2]}'
+    assert after[0] == 201 and json.loads(after[2])["event"]["body"] == '{"c": 3}'
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "status", "error"),
+    [
+        ("Transfer-Encoding: chunked\r\n", b"zz\r\nab\r\n0\r\n\r\n", 400, "Invalid chunk size"),
+        ("Transfer-Encoding: chunked\r\n", b"2\r\nabcdef\r\n0\r\n\r\n", 400, "Chunk longer than its size"),
+        ("Transfer-Encoding: chunked\r\nContent-Length: 5\r\n", b"0\r\n\r\n", 400,
+         "Both Transfer-Encoding and Content-Length were sent"),
+        ("Transfer-Encoding: gzip, chunked\r\n", b"0\r\n\r\n", 501,
+         "Only Transfer-Encoding: chunked is supported"),
+        (f"Content-Length: {GATEWAY_MAX_BODY + 1}\r\n", b"", 413,
+         f"Request body larger than {GATEWAY_MAX_BODY} bytes"),
+        ("Transfer-Encoding: chunked\r\n", f"{GATEWAY_MAX_BODY + 1:x}\r\n".encode(), 413,
+         f"Request body larger than {GATEWAY_MAX_BODY} bytes"),
+    ],
+)
+def test_a_body_the_gateway_cannot_frame_is_refused_before_any_function_runs(
+    api: LocalApi, headers: str, body: bytes, status: int, error: str
+) -> None:
+    with api:
+        ((answered, answer_headers, payload),) = _exchange(api, _post(headers, body))
+    assert (answered, json.loads(payload)) == (status, {"error": error, "status_code": status})
+    assert answer_headers["connection"] == "close"

@@ -1,22 +1,25 @@
 """comfy_core.webhooks alone: which addresses a webhook may go to, the signature, and
 delivery with bounded retries. No sockets: DNS is `socket.getaddrinfo` patched, the
-receiver a fake `requests.Session`, the secret a stub (SSM is covered in tests/e2e)."""
+receiver a fake `netguard.open_url`, the secret a stub (SSM, real sockets, slow receivers
+and DNS rebinding are covered in tests/e2e)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import ipaddress
 import json
 import socket
+import types
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import requests
 
-from comfy_core import webhooks
+from comfy_core import netguard, webhooks
 from comfy_core.config import get_settings
-from comfy_core.errors import BadRequestError
+from comfy_core.errors import BadRequestError, FetchError, FetchTimeoutError
 from comfy_core.observability import metrics
 
 SECRET = "whsec-unit-0123456789"
@@ -27,6 +30,11 @@ DNS = {
     "mixed.example.com": [PUBLIC, "192.168.1.20"],  # one private answer is enough to refuse
     "metadata.example.com": ["169.254.169.254"],
     "v6.example.com": ["2606:2800:220:1:248:1893:25c8:1946"],
+    # What a DNS64 resolver answers for a public IPv4-only host (an IPv6-only subnet).
+    "dns64.example.com": ["64:ff9b::5db8:d70e"],
+    # The same resolver's answer for a name pointing at the metadata service / a VPC host.
+    "nat64-metadata.example.com": ["64:ff9b::a9fe:a9fe"],
+    "compat.example.com": ["::10.0.3.7"],
 }
 
 
@@ -44,7 +52,7 @@ def env(monkeypatch: pytest.MonkeyPatch) -> None:
         return [(socket.AF_INET6 if ":" in a else socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port))
                 for a in addresses]
 
-    monkeypatch.setattr(webhooks.socket, "getaddrinfo", resolve)
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
     monkeypatch.setattr(webhooks, "signing_secret", lambda settings: SECRET)
     monkeypatch.setattr(webhooks, "BACKOFF_SECONDS", 0.0)
 
@@ -61,6 +69,8 @@ def metric(name: str) -> float:
         "https://hooks.example.com:8443/comfy?token=abc",
         f"https://{PUBLIC}/hook",
         "https://v6.example.com/hook",
+        "https://dns64.example.com/hook",  # NAT64 of a public address is public
+        "https://[64:ff9b::5db8:d70e]/hook",
     ],
 )
 def test_public_https_urls_are_accepted(url: str) -> None:
@@ -81,6 +91,18 @@ def test_public_https_urls_are_accepted(url: str) -> None:
         ("https://internal.example.com/hook", "private"),  # a public name for a private address
         ("https://metadata.example.com/hook", "private"),
         ("https://mixed.example.com/hook", "private"),
+        # IPv6 spellings of private IPv4 addresses: judged by the address inside.
+        ("https://[64:ff9b::7f00:1]/hook", "private"),  # NAT64 of 127.0.0.1
+        ("https://[64:ff9b::a9fe:a9fe]/hook", "private"),  # NAT64 of 169.254.169.254
+        ("https://[64:ff9b::a00:307]/hook", "private"),  # NAT64 of 10.0.3.7
+        ("https://[64:ff9b:1::a00:307]/hook", "private"),  # local-use NAT64
+        ("https://[::127.0.0.1]/hook", "private"),  # IPv4-compatible
+        ("https://[::a9fe:a9fe]/hook", "private"),
+        ("https://[::ffff:0:7f00:1]/hook", "private"),  # IPv4-translated (RFC 2765)
+        ("https://[2002:a9fe:a9fe::1]/hook", "private"),  # 6to4 of 169.254.169.254
+        ("https://[2001:0:4136:e378:8000:63bf:f5ff:fcf8]/hook", "private"),  # Teredo client 10.0.3.7
+        ("https://nat64-metadata.example.com/hook", "private"),
+        ("https://compat.example.com/hook", "private"),
         ("http://hooks.example.com/hook", "https"),
         ("ftp://hooks.example.com/hook", "https"),
         ("https://user:pass@hooks.example.com/hook", "credentials"),
@@ -138,31 +160,28 @@ def test_verify_refuses_tampering_other_secrets_and_old_deliveries() -> None:
 
 
 # -- delivery ---------------------------------------------------------------------------
-class Receiver(requests.Session):
-    """Answers POSTs with the scripted statuses (or exceptions), recording each attempt."""
+class Receiver:
+    """Stands in for `netguard.open_url`: answers with the scripted statuses (or raises the
+    scripted FetchErrors), recording each attempt."""
 
     def __init__(self, *answers: int | Exception) -> None:
-        super().__init__()
         self.answers = list(answers)
         self.attempts: list[dict[str, Any]] = []
 
-    def post(self, url: str, **kwargs: Any) -> requests.Response:  # type: ignore[override]
-        self.attempts.append({"url": url, **kwargs})
+    @contextlib.contextmanager
+    def open_url(self, checked: netguard.CheckedUrl, method: str = "GET", **kwargs: Any) -> Iterator[Any]:
+        self.attempts.append({"checked": checked, "method": method, **kwargs})
         answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
         if isinstance(answer, Exception):
             raise answer
-        response = requests.Response()
-        response.status_code = answer
-        response._content, response._content_consumed = b"", True
-        return response
+        yield types.SimpleNamespace(status=answer)
 
 
 @pytest.fixture
 def receiver(monkeypatch: pytest.MonkeyPatch) -> Any:
     def install(*answers: int | Exception) -> Receiver:
         fake = Receiver(*answers)
-        # The module's own Session (cleared after the test), its POST answered by the fake.
-        monkeypatch.setattr(webhooks._session(), "post", fake.post)
+        monkeypatch.setattr(webhooks.netguard, "open_url", fake.open_url)
         return fake
 
     return install
@@ -173,31 +192,52 @@ DETAIL = {"prompt_id": "p1", "status": "success", "keys": ["images/p1/9/a.png"]}
 
 def test_delivery_is_signed_and_verifiable(receiver: Any) -> None:
     session = receiver(204)
-    assert webhooks.deliver("https://hooks.example.com/comfy", "ComfyUI Prompt Completed", DETAIL)
+    assert webhooks.deliver("https://hooks.example.com/comfy?token=abc", "ComfyUI Prompt Completed", DETAIL)
     (attempt,) = session.attempts
-    headers, body = attempt["headers"], attempt["data"].decode()
+    headers, body = attempt["headers"], attempt["body"].decode()
+    assert attempt["method"] == "POST" and attempt["checked"].target == "/comfy?token=abc"
     assert json.loads(body) == DETAIL
     assert headers["X-Comfy-Event"] == "ComfyUI Prompt Completed"
     assert webhooks.verify(SECRET, headers["X-Comfy-Timestamp"], body, headers["X-Comfy-Signature"])
-    assert attempt["allow_redirects"] is False  # a redirect could point anywhere
     assert metric("WebhookDelivered") == 1
+
+
+def test_an_attempt_connects_to_the_addresses_its_own_lookup_checked(receiver: Any) -> None:
+    session = receiver(200)
+    assert webhooks.deliver("https://mixed.example.com/hook", "ComfyUI Prompt Completed", DETAIL) is False
+    assert session.attempts == []  # one private answer: nothing sent
+    assert webhooks.deliver("https://hooks.example.com:8443/hook", "ComfyUI Prompt Completed", DETAIL)
+    (attempt,) = session.attempts
+    assert attempt["checked"].addresses == ((socket.AF_INET, (PUBLIC, 8443)),)
+    assert attempt["checked"].host_header == "hooks.example.com:8443"
+
+
+def test_one_deadline_per_attempt_from_webhook_timeout(receiver: Any, monkeypatch) -> None:
+    monkeypatch.setenv("WEBHOOK_TIMEOUT", "2.5")
+    get_settings.cache_clear()
+    session = receiver(200)
+    before = netguard.Deadline.after(2.5).at
+    assert webhooks.deliver("https://hooks.example.com/comfy", "ComfyUI Prompt Completed", DETAIL)
+    deadline = session.attempts[0]["deadline"]
+    assert before <= deadline.at <= netguard.Deadline.after(2.5).at
 
 
 def test_receiver_trouble_is_retried_with_backoff_then_succeeds(receiver: Any, monkeypatch) -> None:
     monkeypatch.setattr(webhooks, "BACKOFF_SECONDS", 0.25)
     waits: list[float] = []
     monkeypatch.setattr(webhooks.time, "sleep", waits.append)
-    session = receiver(503, requests.exceptions.ConnectionError("reset"), 200)
+    session = receiver(503, FetchTimeoutError("hooks.example.com did not answer within the deadline"), 200)
     assert webhooks.deliver("https://hooks.example.com/comfy", "ComfyUI Prompt Completed", DETAIL)
     assert len(session.attempts) == 3 and waits == [0.25, 0.5]  # exponential
     ids = {a["headers"]["X-Comfy-Delivery"] for a in session.attempts}
     assert len(ids) == 1  # one delivery id across attempts: receivers can drop repeats
+    assert len({a["deadline"] for a in session.attempts}) == 3  # each attempt its own deadline
 
 
 def test_delivery_gives_up_after_the_bounded_attempts_with_a_metric(receiver: Any, monkeypatch) -> None:
     monkeypatch.setenv("WEBHOOK_MAX_ATTEMPTS", "4")
     get_settings.cache_clear()
-    session = receiver(500)
+    session = receiver(500, FetchError("hooks.example.com could not be reached or did not answer HTTP"))
     assert not webhooks.deliver("https://hooks.example.com/comfy", "ComfyUI Prompt Failed", DETAIL)
     assert len(session.attempts) == 4
     assert metric("WebhookFailed") == 1 and metric("WebhookDelivered") == 0
@@ -215,6 +255,19 @@ def test_address_checked_again_at_delivery(receiver: Any) -> None:
     session = receiver(200)
     assert not webhooks.deliver("https://internal.example.com/hook", "ComfyUI Prompt Completed", DETAIL)
     assert session.attempts == [] and metric("WebhookFailed") == 1
+
+
+def test_a_retry_resolves_again_and_is_checked_again(receiver: Any, monkeypatch) -> None:
+    """Between attempts the name moved to a private address: the retry is not sent."""
+    answers = iter([[PUBLIC], ["10.0.3.7"]])
+
+    def resolve(host: str, port: Any, *args: Any, **kwargs: Any) -> list[Any]:
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port)) for a in next(answers)]
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    session = receiver(503)
+    assert not webhooks.deliver("https://moving.example.com/hook", "ComfyUI Prompt Completed", DETAIL)
+    assert len(session.attempts) == 1 and metric("WebhookFailed") == 1
 
 
 def test_unreadable_secret_gives_up_without_sending(receiver: Any, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -577,11 +577,24 @@ class RunSummary:
         return dict(self.__dict__)
 
 
-def _candidates(items: Iterable[tuple[str, Any]]) -> list[str]:
-    """Ids of finished prompts, oldest first (as ComfyUI lists them): the oldest are the
-    first to fall out of its history. Those without files too: their outcome is announced.
-    Only ids are kept: the entries (megabytes for big graphs or text outputs) are read one
-    at a time as they stream past, so memory stays flat whatever the history's size."""
+def compact(entry: dict[str, Any]) -> dict[str, Any]:
+    """What archiving a prompt needs of its history entry: outputs, status, and who asked
+    (our extra_data key). The workflow graph and the editor's extra_pnginfo, which make up
+    most of a big history, are dropped as the entry streams past."""
+    result = {key: entry[key] for key in ("outputs", "status", "meta") if key in entry}
+    item = entry.get("prompt")
+    if isinstance(item, list) and len(item) >= 4:
+        extra = item[3] if isinstance(item[3], dict) else {}
+        kept = {key: extra[key] for key in (notify.EXTRA_DATA_KEY, "client_id") if key in extra}
+        result["prompt"] = [item[0], item[1], {}, kept, *item[4:5]]
+    return result
+
+
+def _candidates(items: Iterable[tuple[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
+    """Finished prompts, oldest first (as ComfyUI lists them): the oldest are the first to
+    fall out of its history. Those without files too: their outcome is announced. Each entry
+    is compacted as it streams past, so memory stays flat whatever the history's size, and a
+    ComfyUI restart during the sweep cannot take the entries from under it."""
     found = []
     for prompt_id, entry in items:
         if not is_finished(entry):
@@ -590,7 +603,7 @@ def _candidates(items: Iterable[tuple[str, Any]]) -> list[str]:
             # Not a usable S3 key segment, and the API could never look it up either.
             logger.warning("Skipping prompt with an unusable id", extra={"prompt_id": str(prompt_id)[:200]})
             continue
-        found.append(str(prompt_id))
+        found.append((str(prompt_id), compact(entry)))
     return found
 
 
@@ -602,8 +615,7 @@ def run_sweep(
     seconds_left: Callable[[], float] | None = None,
 ) -> dict[str, Any]:
     """Archive every finished prompt in ComfyUI's recent history that has no manifest yet.
-    With nothing new it downloads and uploads nothing: one GET /history (streamed) and one
-    LIST; each prompt to archive is then read alone (GET /history/{id})."""
+    With nothing new it downloads and uploads nothing: one GET /history (streamed) and one LIST."""
     settings = settings or get_settings()
     _require_bucket(settings)
     client = client or get_client()
@@ -616,29 +628,22 @@ def run_sweep(
         return summary.as_dict()
     summary.prompts_seen = len(candidates)
     try:
-        done = archived_prompt_ids(s3, settings, candidates)
+        done = archived_prompt_ids(s3, settings, (pid for pid, _ in candidates))
     except Exception as exc:  # noqa: BLE001 - botocore error types are generated
         summary.fail("Could not list archived prompts in S3", exc)
         return summary.as_dict()
     summary.prompts_already_archived = len(done)
-    for prompt_id in candidates:
+    for prompt_id, entry in candidates:
         if prompt_id in done:
             continue
         if seconds_left is not None and seconds_left() < TIME_MARGIN_SECONDS:
             summary.status = "out_of_time"
             break
         try:
-            entry = client.history_entry(prompt_id)
-            if entry is None:  # cleared from ComfyUI since the listing: nothing to copy
-                continue
             summary.add(archive_prompt(prompt_id, entry, client=client, s3=s3, settings=settings))
         except _RUN_FATAL as exc:
             summary.fail(f"ComfyUI went away: {exc.message}", exc)
             break
-        except ComfyUIError as exc:
-            summary.prompts_incomplete += 1
-            logger.warning("Prompt not readable; retried next run",
-                           extra={"prompt_id": prompt_id, "error": exc.message})
     logger.info("Archive run finished", extra={k: v for k, v in summary.as_dict().items() if k != "prompts"})
     return summary.as_dict()
 

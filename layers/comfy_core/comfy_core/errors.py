@@ -104,3 +104,22 @@ class ComfyUIFileMissingError(ComfyUIError):
     """ComfyUI answered 404 for a file it listed: gone for good (temp folder wiped on restart)."""
 
     status_code = 404
+
+
+class FetchError(ComfyCoreError):
+    """A host a client named (a webhook receiver, an image URL) could not be reached, or
+    answered with something that is not HTTP. The host is named; the cause is logged only."""
+
+    status_code = 502
+
+
+class FetchTimeoutError(FetchError):
+    """The host did not finish within the request's total deadline."""
+
+    status_code = 504
+
+
+class FetchTooLargeError(FetchError):
+    """The host sent (or announced) more bytes than the caller accepts."""
+
+    status_code = 413

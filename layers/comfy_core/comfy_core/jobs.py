@@ -14,8 +14,9 @@ from .observability import logger
 from .workflows import WorkflowStore
 
 
-# Key under ComfyUI's extra_data where a prompt's origin (workflow, job) is recorded.
-EXTRA_DATA_KEY = "comfy_serverless"
+# Key under ComfyUI's extra_data where a prompt's origin (workflow, job) is recorded;
+# answers strip it (it may hold a webhook URL's token).
+from .answers import EXTRA_DATA_KEY  # noqa: E402 - kept beside the comment that explains it
 
 
 def _check_queue_depth(client: ComfyUIClient) -> None:
