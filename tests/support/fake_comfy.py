@@ -155,3 +155,21 @@ class StreamingComfy(FakeComfySession):
     def views(self) -> list[dict[str, Any]]:
         """The GET /view calls made, in order."""
         return [call for call in self.calls if call["path"] == "/view"]
+
+
+class UploadingComfy(FakeComfySession):
+    """POST /upload/image answered as ComfyUI does (`upload_image_new`: the stored name, the
+    subfolder, type input), each multipart body kept in `uploads`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.uploads: list[bytes] = []
+
+    def request(self, method: str, url: str, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        if urlsplit(url).path == "/upload/image":
+            body = kwargs["data"]
+            self.uploads.append(body.to_string() if hasattr(body, "to_string") else body)
+            name = self.uploads[-1].split(b'filename="', 1)[1].split(b'"', 1)[0].decode()
+            self.routes[("POST", "/upload/image")] = (200, {"name": name, "subfolder": "", "type": "input"})
+            kwargs = {**kwargs, "data": None}
+        return super().request(method, url, **kwargs)

@@ -96,8 +96,10 @@ def _statements(resources: dict):
                 yield name, statement
 
 
-# The one wildcard allowed: objects under a key prefix (arn:...:s3:::bucket/prefix*).
-S3_PREFIX_ARN = re.compile(r"^arn:\$\{AWS::Partition\}:s3:::\$\{[A-Za-z]+\}/\$\{[A-Za-z]+\}\*$")
+# The one wildcard allowed: objects under a key prefix (arn:...:s3:::bucket/prefix*), the
+# prefix a parameter or a fixed folder (inputs/).
+S3_PREFIX_ARN = re.compile(
+    r"^arn:\$\{AWS::Partition\}:s3:::\$\{[A-Za-z]+\}/(\$\{[A-Za-z]+\}|[a-z]+/)\*$")
 
 
 def test_no_iam_statement_allows_a_wildcard_action_or_resource():

@@ -286,6 +286,25 @@ class ComfyUIClient:
             raise ComfyUIBadResponseError("ComfyUI accepted the prompt but sent no prompt_id")
         return data
 
+    def upload_image(self, name: str, file: Any, content_type: str) -> str:
+        """POST /upload/image (type input), streamed from `file`; the value a LoadImage
+        `image` input takes for it ("name", or "subfolder/name"). ComfyUI keeps one file for
+        one name and the same bytes, and renames a different file that would collide, so
+        the answer's name, not ours, is used. Not retried (the body is a stream)."""
+        from requests_toolbelt import MultipartEncoder  # streams the body: flat memory
+
+        encoder = MultipartEncoder(fields={"image": (name, file, content_type), "type": "input"})
+        response = self._request(
+            "POST", "/upload/image", data=encoder, headers={"Content-Type": encoder.content_type}
+        )
+        self._expect_ok(response)
+        data = self._json(response)
+        stored = data.get("name") if isinstance(data, dict) else None
+        if not isinstance(stored, str) or not stored:
+            raise ComfyUIBadResponseError("ComfyUI accepted the upload but sent no file name")
+        subfolder = data.get("subfolder") or ""
+        return f"{subfolder}/{stored}" if subfolder else stored
+
     def delete_pending(self, prompt_id: str) -> None:
         self.post_empty("/queue", {"delete": [prompt_id]})
 

@@ -95,6 +95,15 @@ class Settings:
     webhook_allow_http: bool = False
     webhook_max_attempts: int = 3
     webhook_timeout: float = 5.0
+    # Input images (img2img, inpainting): where uploads land in the image bucket, the byte
+    # and pixel caps of one input, how long an upload URL stays valid, and the hosts an
+    # input `url` may name (empty: any public host; an entry may name a private host).
+    input_prefix: str = "inputs/"
+    max_input_bytes: int = 50 * 1024 * 1024
+    max_input_pixels: int = 8192 * 8192
+    upload_expiry: int = 900
+    input_url_allowlist: tuple[str, ...] = ()
+    input_fetch_timeout: float = 20.0
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -135,7 +144,22 @@ class Settings:
             webhook_allow_http=_bool("WEBHOOK_ALLOW_HTTP"),
             webhook_max_attempts=min(max(_int("WEBHOOK_MAX_ATTEMPTS", 3), 1), 10),
             webhook_timeout=_float("WEBHOOK_TIMEOUT", 5.0),
+            input_prefix=_prefix("INPUT_PREFIX", "inputs/"),
+            max_input_bytes=max(1, _int("MAX_INPUT_BYTES", 50 * 1024 * 1024)),
+            max_input_pixels=max(1, _int("MAX_INPUT_PIXELS", 8192 * 8192)),
+            upload_expiry=min(max(_int("UPLOAD_EXPIRY_SECONDS", 900), 60), MAX_PRESIGN_EXPIRY),
+            input_url_allowlist=_allowlist("INPUT_URL_ALLOWLIST"),
+            input_fetch_timeout=max(1.0, _float("INPUT_FETCH_TIMEOUT", 20.0)),
         )
+
+
+def _allowlist(name: str) -> tuple[str, ...]:
+    entries = _csv(name, "")
+    if not entries:
+        return ()
+    from .netguard import parse_allowlist  # checks each entry; a malformed one is refused
+
+    return parse_allowlist(entries)
 
 
 @lru_cache(maxsize=1)

@@ -7,7 +7,7 @@ import json
 import uuid
 from typing import Any
 
-from . import patcher, validation
+from . import inputs, patcher, validation
 from .client import ComfyUIClient
 from .errors import BadRequestError, QueueFullError
 from .observability import logger
@@ -91,7 +91,9 @@ def run_workflow(
     client_id = body.get("client_id")
     if client_id is not None and (not isinstance(client_id, str) or not 0 < len(client_id) <= 128):
         raise BadRequestError("'client_id' must be a string of 1-128 characters")
-    workflow = patcher.apply_request(store.load(name), body)
+    stored = store.load(name)
+    body, targets = inputs.take_targets(stored, body)
+    workflow = patcher.apply_request(stored, body)
     if prompt_id is not None:
         found = _submitted_before(client, prompt_id)
         if found is not None:
@@ -99,6 +101,9 @@ def run_workflow(
                         extra={"prompt_id": prompt_id})
             return found
     _check_queue_depth(client)
+    # Input images last before the prompt: read and checked (all of them) before any is
+    # sent to ComfyUI, and not sent at all for a prompt that is already queued or refused.
+    workflow = inputs.apply(client, workflow, targets, client.settings, allow_s3=job is not None)
     client_id = client_id or f"comfy-serverless-{uuid.uuid4().hex[:12]}"
     prompt_id = prompt_id or str(uuid.uuid4())
     extra_data = {EXTRA_DATA_KEY: {"workflow": name, **(job or {})}}
