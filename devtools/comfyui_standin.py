@@ -96,7 +96,7 @@ class NodeSpec:
     hidden: dict[str, str] = field(default_factory=dict)
     outputs: list[str] = field(default_factory=list)
     output_node: bool = False
-    display_name: str = ""
+    display_name: str | None = ""  # "": the class name; None: null, as some v3 nodes show
     description: str = ""
     python_module: str = "nodes"
     category: str = ""
@@ -123,7 +123,7 @@ class NodeSpec:
             "output_is_list": [False] * len(self.outputs),
             "output_name": list(self.outputs),
             "name": self.name,
-            "display_name": self.display_name or self.name,
+            "display_name": self.name if self.display_name == "" else self.display_name,
             "description": self.description,
             "python_module": self.python_module,
             "category": self.category,
@@ -196,25 +196,27 @@ def _image_nodes() -> list[NodeSpec]:
         NodeSpec(
             "ImageBlur",
             {
-                "image": ["IMAGE"],
+                "image": ["IMAGE", {}],
                 "blur_radius": _int_input(1, 1, 31, 1),
                 "sigma": _float_input(1.0, 0.1, 10.0, 0.1),
             },
-            outputs=["IMAGE"], display_name="Image Blur", python_module="comfy_extras.nodes_post_processing",
-            category="image/postprocessing",
+            outputs=["IMAGE"], display_name=None, python_module="comfy_extras.nodes_post_processing",
+            category="image/postprocessing", output_tooltips=[None], extra=dict(_V3_EXTRA),
         ),
         NodeSpec("ImageInvert", {"image": ["IMAGE"]}, outputs=["IMAGE"], display_name="Invert Image",
                  category="image"),
         NodeSpec(
             "ImageBlend",
             {
-                "image1": ["IMAGE"],
-                "image2": ["IMAGE"],
+                "image1": ["IMAGE", {}],
+                "image2": ["IMAGE", {}],
                 "blend_factor": _float_input(0.5, 0.0, 1.0, 0.01),
-                "blend_mode": [["normal", "multiply", "screen", "overlay", "soft_light", "difference"]],
+                # A v3 node: its choices come as a COMBO with options, not as a bare list.
+                "blend_mode": ["COMBO", {"multiselect": False, "options": [
+                    "normal", "multiply", "screen", "overlay", "soft_light", "difference"]}],
             },
-            outputs=["IMAGE"], display_name="Image Blend", python_module="comfy_extras.nodes_post_processing",
-            category="image/postprocessing",
+            outputs=["IMAGE"], display_name=None, python_module="comfy_extras.nodes_post_processing",
+            category="image/postprocessing", output_tooltips=[None], extra=dict(_V3_EXTRA),
         ),
         NodeSpec(
             "ImageScale",
@@ -235,7 +237,8 @@ def _text_nodes() -> list[NodeSpec]:
         NodeSpec("PrimitiveStringMultiline", {"value": _multiline()}, outputs=["STRING"],
                  display_name="String (Multiline)", python_module="comfy_extras.nodes_primitive",
                  category="utils/primitive", output_tooltips=[None], extra=dict(_V3_EXTRA)),
-        NodeSpec("PrimitiveString", {"value": ["STRING", {}]}, outputs=["STRING"], display_name="String",
+        NodeSpec("PrimitiveString", {"value": ["STRING", {"multiline": False}]}, outputs=["STRING"],
+                 display_name="String",
                  python_module="comfy_extras.nodes_primitive", category="utils/primitive",
                  output_tooltips=[None], extra=dict(_V3_EXTRA)),
         NodeSpec(
@@ -244,11 +247,21 @@ def _text_nodes() -> list[NodeSpec]:
             optional={
                 "case_insensitive": ["BOOLEAN", {"default": True}],
                 "multiline": ["BOOLEAN", {"default": False}],
-                "dotall": ["BOOLEAN", {"default": False}],
-                "count": _int_input(0, 0, 100),
+                "dotall": ["BOOLEAN", {
+                    "tooltip": "When enabled, the dot (.) character will match any character including "
+                    "newline characters. When disabled, dots won't match newlines.",
+                    "default": False,
+                }],
+                "count": ["INT", {
+                    "tooltip": "Maximum number of replacements to make. Set to 0 to replace all occurrences "
+                    "(default). Set to 1 to replace only the first match, 2 for the first two matches, etc.",
+                    "default": 0, "min": 0, "max": 100,
+                }],
             },
-            outputs=["STRING"], display_name="Regex Replace", python_module="comfy_extras.nodes_string",
-            category="utils/string", output_tooltips=[None], extra=dict(_V3_EXTRA),
+            outputs=["STRING"], display_name="Regex Replace",
+            description="Find and replace text using regex patterns.",
+            python_module="comfy_extras.nodes_string", category="utils/string", output_tooltips=[None],
+            extra=dict(_V3_EXTRA),
         ),
         NodeSpec(
             "StringConcatenate",
@@ -295,32 +308,50 @@ def _model_nodes(models: list[str]) -> list[NodeSpec]:
         NodeSpec(
             "KSampler",
             {
-                "model": ["MODEL"],
-                "seed": _int_input(0, 0, SEED_MAX, control_after_generate=True),
-                "steps": _int_input(20, 1, 10000),
-                "cfg": _float_input(8.0, 0.0, 100.0, 0.1, round=0.01),
-                "sampler_name": [list(SAMPLER_NAMES)],
-                "scheduler": [list(SCHEDULER_NAMES)],
-                "positive": ["CONDITIONING"],
-                "negative": ["CONDITIONING"],
-                "latent_image": ["LATENT"],
-                "denoise": _float_input(1.0, 0.0, 1.0, 0.01),
+                "model": ["MODEL", {"tooltip": "The model used for denoising the input latent."}],
+                "seed": _int_input(0, 0, SEED_MAX, control_after_generate=True,
+                                   tooltip="The random seed used for creating the noise."),
+                "steps": _int_input(20, 1, 10000,
+                                    tooltip="The number of steps used in the denoising process."),
+                "cfg": _float_input(
+                    8.0, 0.0, 100.0, 0.1, round=0.01,
+                    tooltip="The Classifier-Free Guidance scale balances creativity and adherence to "
+                    "the prompt. Higher values result in images more closely matching the prompt however too "
+                    "high values will negatively impact quality.",
+                ),
+                "sampler_name": [list(SAMPLER_NAMES), {
+                    "tooltip": "The algorithm used when sampling, this can affect the quality, speed, and "
+                    "style of the generated output."}],
+                "scheduler": [list(SCHEDULER_NAMES), {
+                    "tooltip": "The scheduler controls how noise is gradually removed to form the image."}],
+                "positive": ["CONDITIONING", {"tooltip": "The conditioning describing the attributes you "
+                                                         "want to include in the image."}],
+                "negative": ["CONDITIONING", {"tooltip": "The conditioning describing the attributes you "
+                                                         "want to exclude from the image."}],
+                "latent_image": ["LATENT", {"tooltip": "The latent image to denoise."}],
+                "denoise": _float_input(
+                    1.0, 0.0, 1.0, 0.01,
+                    tooltip="The amount of denoising applied, lower values will maintain the structure of "
+                    "the initial image allowing for image to image sampling.",
+                ),
             },
             outputs=["LATENT"], display_name="KSampler",
             description="Uses the provided model, positive and negative conditioning to denoise the "
             "latent image.",
-            category="sampling",
+            category="sampling", output_tooltips=["The denoised latent."],
         ),
         NodeSpec(
             "EmptyLatentImage",
             {
-                "width": _int_input(512, 16, MAX_RESOLUTION, **size),
-                "height": _int_input(512, 16, MAX_RESOLUTION, **size),
-                "batch_size": _int_input(1, 1, 4096),
+                "width": _int_input(512, 16, MAX_RESOLUTION, **size,
+                                    tooltip="The width of the latent images in pixels."),
+                "height": _int_input(512, 16, MAX_RESOLUTION, **size,
+                                     tooltip="The height of the latent images in pixels."),
+                "batch_size": _int_input(1, 1, 4096, tooltip="The number of latent images in the batch."),
             },
             outputs=["LATENT"], display_name="Empty Latent Image",
             description="Create a new batch of empty latent images to be denoised via sampling.",
-            category="latent",
+            category="latent", output_tooltips=["The empty latent image batch."],
         ),
         NodeSpec(
             "VAEDecode",
@@ -328,6 +359,7 @@ def _model_nodes(models: list[str]) -> list[NodeSpec]:
              "vae": ["VAE", {"tooltip": "The VAE model used for decoding the latent."}]},
             outputs=["IMAGE"], display_name="VAE Decode",
             description="Decodes latent images back into pixel space images.", category="latent",
+            output_tooltips=["The decoded image."],
         ),
     ]
 
@@ -440,7 +472,7 @@ def _validate_widget(
     range_error = _range_error(name, value, info, extra)
     if range_error is not None:
         return range_error
-    if isinstance(input_type, list):
+    if isinstance(input_type, list) or input_type == "COMBO":
         return _combo_error(name, value, input_type, info, extra)
     return None
 
@@ -797,39 +829,55 @@ def _signatures(prompt: dict[str, Any]) -> dict[str, str]:
 
 def execution_order(prompt: dict[str, Any], outputs: list[str], cached: set[str],
                     is_output: Callable[[str], bool]) -> list[str]:
-    """Order ComfyUI would run the needed nodes in: dependencies first, and among the ready
-    nodes an output node first (ComfyUI's "ux friendly" pick), then nodes feeding one."""
-    pending: dict[str, set[str]] = {}
-    dependents: dict[str, set[str]] = {}
-    stack = list(reversed(outputs))
-    while stack:
-        node_id = stack.pop()
-        if node_id in pending:
-            continue
-        deps = {v[0] for v in prompt[node_id]["inputs"].values() if _is_link(v) and v[0] not in cached}
-        pending[node_id] = deps
-        for dep in deps:
-            dependents.setdefault(dep, set()).add(node_id)
-            stack.append(dep)
+    """Order ComfyUI runs the needed nodes in (comfy_execution/graph.py, ExecutionList).
+
+    Each output is added with its uncached inputs, depth first (the last input popped first),
+    which fixes the order of the pending nodes. Then, again and again, among the pending nodes
+    whose inputs have all run: an output node first (ComfyUI's "ux friendly" pick), else one
+    feeding an output, else one two steps before an output, else the first of them. The
+    recorded WebSocket run of the text workflow (ws_success_text) ran 6, 9, 1, 7, 8, 2."""
+    pending: dict[str, int] = {}  # node -> inputs not run yet; insertion order matters
+    blocking: dict[str, set[str]] = {}  # node -> the nodes waiting for it
+    for output in outputs:
+        links: list[tuple[str, str]] = []
+        stack = [output]
+        while stack:
+            node_id = stack.pop()
+            if node_id in pending:
+                continue
+            pending[node_id] = 0
+            blocking[node_id] = set()
+            for value in prompt[node_id]["inputs"].values():
+                if _is_link(value):
+                    if value[0] not in cached:
+                        stack.append(value[0])
+                    links.append((value[0], node_id))
+        for source, target in links:
+            if source not in cached and target not in blocking[source]:
+                blocking[source].add(target)
+                pending[target] += 1
     order: list[str] = []
     while pending:
-        ready = [node_id for node_id, deps in pending.items() if not deps]
+        ready = [node_id for node_id, waiting in pending.items() if not waiting]
         if not ready:
             break  # a cycle; validation normally rejects those first
-        picked = _pick_ready(ready, dependents, is_output)
+        picked = _pick_ready(ready, blocking, is_output)
         order.append(picked)
         del pending[picked]
-        for deps in pending.values():
-            deps.discard(picked)
+        for target in blocking.pop(picked):
+            pending[target] -= 1
     return order
 
 
-def _pick_ready(ready: list[str], dependents: dict[str, set[str]], is_output: Callable[[str], bool]) -> str:
+def _pick_ready(ready: list[str], blocking: dict[str, set[str]], is_output: Callable[[str], bool]) -> str:
     for node_id in ready:
         if is_output(node_id):
             return node_id
     for node_id in ready:
-        if any(is_output(d) for d in dependents.get(node_id, ())):
+        if any(is_output(target) for target in blocking[node_id]):
+            return node_id
+    for node_id in ready:
+        if any(is_output(after) for target in blocking[node_id] for after in blocking[target]):
             return node_id
     return ready[0]
 
@@ -853,6 +901,16 @@ class _Executor:
     def reset(self) -> None:
         self._cache.clear()
         self._objects.clear()
+
+    def pause(self) -> None:
+        """The prompt's "work": `delay` seconds, cut short by an interrupt. The delay is read
+        again while waiting, so lowering it also ends a wait that has already begun."""
+        started = time.monotonic()
+        while not self.interrupt.is_set():
+            left = self.delay - (time.monotonic() - started)
+            if left <= 0:
+                return
+            self.interrupt.wait(min(left, 0.05))
 
     def execute(self, item: tuple[Any, ...]) -> tuple[dict[str, Any], dict[str, Any]]:
         """Returns (history_result with outputs/meta, status dict)."""
@@ -1052,7 +1110,7 @@ class _Run:
             if not slept and self.is_output(node_id):
                 # The "work" happens before the first output node, so an interrupt is seen at
                 # that node boundary, as in the recordings (node_id = the output node).
-                self.executor.interrupt.wait(self.executor.delay)
+                self.executor.pause()
                 slept = True
             if self.executor.interrupt.is_set():
                 self.add("execution_interrupted", {"prompt_id": self.prompt_id, "node_id": node_id,
@@ -1487,7 +1545,8 @@ class ComfyUIStandIn:
 
     @property
     def delay(self) -> float:
-        """Seconds each prompt takes; may be changed while running (applies to the next prompt)."""
+        """Seconds each prompt takes; may be changed while running (a prompt already waiting
+        waits the new total, so setting 0 lets it finish at once)."""
         return self._executor.delay
 
     @delay.setter

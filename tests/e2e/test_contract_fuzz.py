@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -102,8 +103,8 @@ def report_and_request_count(request: pytest.FixtureRequest) -> Iterator[None]:
     STATS["distinct"] = len(DISTINCT)
     print("\ncontract fuzz:", json.dumps(dict(sorted(STATS.items())), indent=1))
     fuzzed = [item for item in request.session.items
-              if item.module is request.module and item.originalname == test_api_conforms_to_openapi.__name__]
-    if len(fuzzed) == len(list(schema.get_all_operations())):
+              if item.module is request.module and item.originalname in OPERATION_TESTS]
+    if len(fuzzed) == len(OPERATION_TESTS):
         assert STATS["distinct"] >= MIN_REQUESTS, dict(STATS)
 
 
@@ -114,15 +115,7 @@ def session() -> Iterator[requests.Session]:
         yield http
 
 
-@schema.parametrize()
-@settings(
-    max_examples=FUZZ_EXAMPLES,
-    deadline=None,
-    derandomize=True,  # the same requests on every CI run; a failure reproduces
-    database=None,
-    suppress_health_check=list(HealthCheck),
-)
-def test_api_conforms_to_openapi(case: Any, stack: LocalStack, session: requests.Session) -> None:
+def _check_conformance(case: Any, stack: LocalStack, session: requests.Session) -> None:
     STATS["generated"] += 1
     STATS[f"op {case.operation.label}"] += 1
     DISTINCT.add(_fingerprint(case))
@@ -134,6 +127,32 @@ def test_api_conforms_to_openapi(case: Any, stack: LocalStack, session: requests
         timeout=TIMEOUT,
     )
     _no_undocumented_server_error(response)
+
+
+def _operation_test(label: str) -> Any:
+    def test(case: Any, stack: LocalStack, session: requests.Session) -> None:
+        _check_conformance(case, stack, session)
+
+    fuzzed = settings(
+        max_examples=FUZZ_EXAMPLES,
+        deadline=None,
+        derandomize=True,  # the same requests on every CI run; a failure reproduces
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )(test)
+    return schema.include(name=label).parametrize()(fuzzed)
+
+
+# One test function per operation, named after it: the items schemathesis collects from one
+# function all share that function's node id, so only a function of its own lets one
+# operation be rerun alone, e.g.
+#   pytest "tests/e2e/test_contract_fuzz.py::test_conforms_GET_api_history_prompt_id"
+OPERATION_TESTS = {
+    "test_conforms_" + re.sub(r"\W+", "_", operation.label).strip("_"): operation.label
+    for operation in (result.ok() for result in schema.get_all_operations())
+}
+for _name, _label in OPERATION_TESTS.items():
+    globals()[_name] = _operation_test(_label)
 
 
 # -- hand-made hostile requests ----------------------------------------------------------------

@@ -8,7 +8,9 @@ import uuid
 import pytest
 
 from comfy_core.workflows import get_store
+from functions.run_workflow.app import lambda_handler
 from tests.support.handlers import event, invoke
+from tests.support.lambda_context import FakeLambdaContext
 from tests.support.recordings import recording
 
 PROMPT_OK = (200, recording("prompt_success"))
@@ -35,6 +37,7 @@ def test_simple_format_patches_text_node_and_answers_seed_shape(s3, comfy):
     sent = submitted(comfy)
     assert sent["prompt"]["6"]["inputs"]["value"] == "a lighthouse at dawn"
     uuid.UUID(sent["prompt_id"])  # our own id, so it is known even if the answer is lost
+    assert body["prompt_id"] == sent["prompt_id"]  # and the one ComfyUI echoes is passed on
     assert sent["client_id"] == body["client_id"]
     assert "origin" not in {k.lower() for k in comfy.calls[0]["headers"]}
 
@@ -154,23 +157,18 @@ def test_changed_workflow_is_downloaded_again(s3, comfy):
 def test_full_queue_answers_429_with_retry_after_and_submits_nothing(s3, comfy, monkeypatch):
     from comfy_core.config import get_settings
 
-    monkeypatch.setenv("MAX_QUEUE_DEPTH", "2")
+    busy = recording("prompt_get_busy")  # queue_remaining 4: one running, three pending
+    monkeypatch.setenv("MAX_QUEUE_DEPTH", str(busy["exec_info"]["queue_remaining"]))
     get_settings.cache_clear()
-    comfy.routes[("GET", "/prompt")] = (200, recording("prompt_get_busy"))
+    comfy.routes[("GET", "/prompt")] = (200, busy)
     comfy.routes[("POST", "/prompt")] = PROMPT_OK
-    busy = recording("prompt_get_busy")["exec_info"]["queue_remaining"]
-    module = __import__("functions.run_workflow.app", fromlist=["lambda_handler"])
-    from tests.support.lambda_context import FakeLambdaContext
-
-    comfy.routes[("GET", "/prompt")] = (200, {"exec_info": {"queue_remaining": 2}})
-    response = module.lambda_handler(event("run_workflow"), FakeLambdaContext())
+    response = lambda_handler(event("run_workflow"), FakeLambdaContext())  # the headers too
     assert response["statusCode"] == 429 and response["headers"]["Retry-After"] == "10"
     assert json.loads(response["body"])["status_code"] == 429
     assert comfy.paths("POST") == []
-    comfy.routes[("GET", "/prompt")] = (200, {"exec_info": {"queue_remaining": 1}})
+    comfy.routes[("GET", "/prompt")] = (200, recording("prompt_get_idle"))
     assert run("text_label", {"prompt": "x"})[0] == 200
     assert comfy.paths()[-2:] == ["/prompt", "/prompt"]  # GET /prompt, then POST /prompt
-    assert isinstance(busy, int)
 
 
 def test_no_queue_check_by_default(s3, comfy):

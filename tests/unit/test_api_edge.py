@@ -57,40 +57,46 @@ def _no_tracing(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 # -- error mapping -------------------------------------------------------------------------
-@pytest.mark.parametrize(
-    ("error_class", "status"),
-    [
-        (errors.ComfyCoreError, 500),
-        (errors.BadRequestError, 400),
-        (errors.NotFoundError, 404),
-        (errors.WorkflowFormatError, 422),
-        (errors.ConfigurationError, 500),
-        (errors.ComfyUIError, 502),
-        (errors.ComfyUIUnreachableError, 502),
-        (errors.ComfyUITimeoutError, 504),
-        (errors.ComfyUIBadResponseError, 502),
-        (errors.ComfyUIRejectedError, 400),
-        (errors.StorageError, 503),
-    ],
-)
-def test_each_error_class_maps_to_its_status_and_envelope(error_class: type, status: int) -> None:
-    code, body, _ = call(raising(error_class("something specific")), event())
+# Every class of comfy_core.errors with the status and headers a client gets, written out
+# rather than read from the classes: changing an error's status must fail a test.
+ERROR_TABLE: dict[str, tuple[int, dict[str, str]]] = {
+    "ComfyCoreError": (500, {}),
+    "BadRequestError": (400, {}),
+    "NotFoundError": (404, {}),
+    "DuplicateInProgressError": (409, {}),
+    "IdempotencyKeyReusedError": (422, {}),
+    "QueueFullError": (429, {"Retry-After": "10"}),
+    "WorkflowFormatError": (422, {}),
+    "ConfigurationError": (500, {}),
+    "ComfyUIError": (502, {}),
+    "ComfyUIUnreachableError": (502, {}),
+    "ComfyUITimeoutError": (504, {}),
+    "ComfyUIBadResponseError": (502, {}),
+    "ComfyUIRejectedError": (400, {}),
+    "ComfyUIFileMissingError": (404, {}),
+    "StorageError": (503, {}),
+    "FetchError": (502, {}),
+    "FetchTimeoutError": (504, {}),
+    "FetchTooLargeError": (413, {}),
+}
+
+
+@pytest.mark.parametrize(("name", "status", "headers"),
+                         [(name, status, headers) for name, (status, headers) in ERROR_TABLE.items()],
+                         ids=list(ERROR_TABLE))
+def test_each_error_class_maps_to_its_status_and_envelope(
+    name: str, status: int, headers: dict[str, str]
+) -> None:
+    code, body, response = call(raising(getattr(errors, name)("something specific")), event())
     assert code == status
     assert body == {"error": "something specific", "status_code": status}
+    assert response["headers"] == {"Content-Type": "application/json", **headers}
 
 
-def _all_error_classes() -> list[type]:
-    return [
-        value for value in vars(errors).values()
-        if isinstance(value, type) and issubclass(value, errors.ComfyCoreError)
-    ]
-
-
-@pytest.mark.parametrize("error_class", _all_error_classes(), ids=lambda c: c.__name__)
-def test_every_library_error_uses_its_own_status(error_class: type) -> None:
-    code, body, _ = call(raising(error_class("msg")), event())
-    assert code == error_class.status_code
-    assert (body["error"], body["status_code"]) == ("msg", error_class.status_code)
+def test_the_table_names_every_error_class() -> None:
+    classes = {name for name, value in vars(errors).items()
+               if isinstance(value, type) and issubclass(value, errors.ComfyCoreError)}
+    assert classes == set(ERROR_TABLE), "add each new error class to ERROR_TABLE with its status"
 
 
 def test_error_extra_fields_are_added_to_the_envelope() -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import random
 from collections import deque
+from collections.abc import Iterator
 from typing import Any
 
 from .errors import BadRequestError, WorkflowFormatError
@@ -84,47 +85,98 @@ def is_text_node(node: dict[str, Any]) -> bool:
 
 
 # -- choosing the text node ------------------------------------------------------------
-def _trace_to_text_node(workflow: Workflow, start: Any, role: str) -> str | None:
-    """Follow links upstream from a sampler's `positive`/`negative` input (through
-    FluxGuidance, ConditioningCombine, ...) to the nearest text node, breadth first.
-    A node that carries both roles (ControlNetApplyAdvanced) is followed along the
-    same role only, so the positive path never lands on the negative prompt."""
+# A node that takes both conditionings (ControlNetApplyAdvanced, InpaintModelConditioning,
+# ...) gives them back in this order: its output 0 carries `positive`, output 1 `negative`.
+ROLE_OF_OUTPUT = ("positive", "negative")
+
+
+def _walk_upstream(workflow: Workflow, start: Any, role: str) -> Iterator[str]:
+    """The nodes a `positive`/`negative` input draws from, nearest first: links are followed
+    upstream breadth first (through FluxGuidance, ConditioningCombine, ...) and stop at text
+    nodes. A node that carries both roles is followed along the role of the output the link
+    comes from, so the positive path never lands on the negative prompt."""
     if not _is_link(start):
-        return None
-    queue: deque[str] = deque([start[0]])
-    seen: set[str] = set()
+        return
+    queue: deque[tuple[str, int, str]] = deque([(start[0], start[1], role)])
+    seen: set[tuple[str, str]] = set()
     while queue and len(seen) < UPSTREAM_SEARCH_LIMIT:
-        node_id = queue.popleft()
-        if node_id in seen or node_id not in workflow:
+        node_id, slot, role = queue.popleft()
+        if (node_id, role) in seen or node_id not in workflow:
             continue
-        seen.add(node_id)
+        seen.add((node_id, role))
+        yield node_id
         node = workflow[node_id]
         if is_text_node(node):
-            return node_id
+            continue
         inputs = node.get("inputs", {})
+        if slot in (0, 1) and all(_is_link(inputs.get(name)) for name in ROLE_OF_OUTPUT):
+            role = ROLE_OF_OUTPUT[slot]
         if _is_link(inputs.get(role)):
-            queue.append(inputs[role][0])
+            queue.append((inputs[role][0], inputs[role][1], role))
             continue
         for value in inputs.values():
             if _is_link(value):
-                queue.append(value[0])
-    return None
+                queue.append((value[0], value[1], role))
+
+
+def _upstream_text_nodes(workflow: Workflow, start: Any, role: str) -> Iterator[str]:
+    return (node_id for node_id in _walk_upstream(workflow, start, role) if is_text_node(workflow[node_id]))
+
+
+def _conditioning_consumers(workflow: Workflow) -> list[str]:
+    """Nodes with `positive`/`negative` inputs where conditioning ends (samplers, guiders),
+    lowest id first. One that passes both on (ControlNetApplyAdvanced) is part of a path
+    leading to one of them, not a start: traced from its own inputs, crossed wiring after it
+    would be missed."""
+    candidates = [node_id for node_id in sorted(workflow, key=_sort_key)
+                  if any(_is_link(workflow[node_id].get("inputs", {}).get(role)) for role in ROLE_OF_OUTPUT)]
+    on_a_path = {upstream for node_id in candidates for role in ROLE_OF_OUTPUT
+                 for upstream in _walk_upstream(workflow, workflow[node_id]["inputs"].get(role), role)}
+    return [node_id for node_id in candidates if node_id not in on_a_path] or candidates
 
 
 def find_wired_text_node(workflow: Workflow, role: str) -> str | None:
     """The text node feeding a sampler's `positive` or `negative` input."""
-    for node_id in sorted(workflow, key=_sort_key):
-        source = workflow[node_id].get("inputs", {}).get(role)
-        found = _trace_to_text_node(workflow, source, role)
+    for node_id in _conditioning_consumers(workflow):
+        source = workflow[node_id]["inputs"].get(role)
+        found = next(_upstream_text_nodes(workflow, source, role), None)
         if found is not None:
             return found
     return None
 
 
-def find_first_text_node(workflow: Workflow) -> str | None:
+def wired_text_nodes(workflow: Workflow, role: str) -> set[str]:
+    """Every text node feeding a sampler's `positive` (or `negative`) input, near or far."""
+    return {found for node_id in _conditioning_consumers(workflow)
+            for found in _upstream_text_nodes(workflow, workflow[node_id]["inputs"].get(role), role)}
+
+
+def written_nodes(workflow: Workflow, node_id: str) -> set[str]:
+    """The nodes `set_text` writes to for this node: itself, or the text nodes its
+    fields are linked from."""
+    written: set[str] = set()
+    pending, seen = [node_id], set()
+    while pending:
+        current = pending.pop()
+        if current in seen:
+            continue
+        seen.add(current)
+        inputs = workflow[current].get("inputs", {})
+        for field in TEXT_NODE_FIELDS[workflow[current]["class_type"]]:
+            value = inputs.get(field)
+            if _is_link(value) and value[0] in workflow and is_text_node(workflow[value[0]]):
+                pending.append(value[0])
+            else:
+                written.add(current)
+    return written
+
+
+def find_first_text_node(workflow: Workflow, exclude: frozenset[str] = frozenset()) -> str | None:
+    """The text node with the lowest id whose text does not land in any node of `exclude`."""
     for node_id in sorted(workflow, key=_sort_key):
-        if is_text_node(workflow[node_id]):
-            return node_id
+        if is_text_node(workflow[node_id]) and node_id not in exclude:
+            if written_nodes(workflow, node_id).isdisjoint(exclude):
+                return node_id
     return None
 
 
@@ -135,7 +187,13 @@ def choose_prompt_node(workflow: Workflow, target_node: str | None) -> str:
         if not is_text_node(workflow[target_node]):
             raise BadRequestError(f"Target node {target_node} is not a text input node")
         return target_node
-    node_id = find_wired_text_node(workflow, "positive") or find_first_text_node(workflow)
+    node_id = find_wired_text_node(workflow, "positive")
+    if node_id is None:
+        # No known text class on the positive side (a custom encoder, say): any other text
+        # node may do, but never one that writes the negative prompt.
+        negative = wired_text_nodes(workflow, "negative")
+        negative |= {written for node in negative for written in written_nodes(workflow, node)}
+        node_id = find_first_text_node(workflow, exclude=frozenset(negative))
     if node_id is None:
         raise BadRequestError("No suitable text input node found in workflow")
     return node_id
@@ -222,10 +280,13 @@ def apply_simple(workflow: Workflow, body: dict[str, Any]) -> Workflow:
             target = str(target)
         if not isinstance(target, str):
             raise BadRequestError("'target_node' must be a node id string")
+    positive = wired_text_nodes(patched, "positive")
     if "prompt" in body:
         if not isinstance(body["prompt"], str):
             raise BadRequestError("'prompt' must be a string")
-        set_text(patched, choose_prompt_node(patched, target), body["prompt"])
+        prompt_node = choose_prompt_node(patched, target)
+        positive.add(prompt_node)
+        set_text(patched, prompt_node, body["prompt"])
     elif target is not None:
         raise BadRequestError("'target_node' needs a 'prompt'")
     if "negative_prompt" in body:
@@ -234,6 +295,15 @@ def apply_simple(workflow: Workflow, body: dict[str, Any]) -> Workflow:
         negative = find_wired_text_node(patched, "negative")
         if negative is None:
             raise BadRequestError("Workflow has no text node wired to a sampler's negative input")
+        # A text node on both sides (Flux's ConditioningZeroOut, one primitive feeding both
+        # encoders): writing the negative prompt there would replace the prompt.
+        shared = written_nodes(patched, negative) & {
+            written for node in positive for written in written_nodes(patched, node)}
+        if shared:
+            raise BadRequestError(
+                f"Text node {min(shared, key=_sort_key)} feeds the sampler's positive input too; "
+                "this workflow has no separate negative prompt"
+            )
         set_text(patched, negative, body["negative_prompt"])
     for name in PARAM_INPUTS:
         if name in body:
