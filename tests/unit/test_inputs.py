@@ -284,6 +284,8 @@ def test_an_upload_answer_is_a_presigned_put_with_signed_type_and_size(s3, setti
 @pytest.mark.parametrize(("body", "status"), [
     ({"filename": "a.png", "content_type": "image/png", "size": 100001}, 413),
     ({"filename": "a.svg", "content_type": "image/svg+xml", "size": 10}, 415),
+    ({"filename": "a.png", "content_type": {"x": 1}, "size": 10}, 415),  # found by the contract fuzz
+    ({"filename": "a.png", "content_type": ["image/png"], "size": 10}, 415),
     ({"filename": "../a.png", "content_type": "image/png", "size": 10}, 400),
     ({"filename": "a.jpg", "content_type": "image/png", "size": 10}, 400),
     ({"filename": "a.png", "content_type": "image/png", "size": 0}, 400),

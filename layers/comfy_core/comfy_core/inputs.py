@@ -364,7 +364,7 @@ def create_upload(body: dict[str, Any], settings: Settings) -> dict[str, Any]:
     filename, content_type, size = body.get("filename"), body.get("content_type"), body.get("size")
     if not isinstance(filename, str) or not FILENAME.fullmatch(filename):
         raise BadRequestError("'filename' must be a file name of 1-255 characters, without '/' or '\\'")
-    if content_type not in UPLOAD_TYPES:
+    if not isinstance(content_type, str) or content_type not in UPLOAD_TYPES:
         raise images.NotAnImageError(f"'content_type' must be one of {', '.join(UPLOAD_TYPES)}")
     if not filename.lower().endswith(UPLOAD_TYPES[content_type]):
         raise BadRequestError(
