@@ -46,3 +46,33 @@ def test_verify_accepts_the_known_answer_and_nothing_near_it(
     assert not webhooks.verify(SECRET, timestamp, body, signature.removeprefix("v1="), now=now)
     assert not webhooks.verify(SECRET, str(now + 1), body, signature, now=now)
     assert not webhooks.verify(SECRET, timestamp, body + " ", signature, now=now)
+
+
+# -- Standard Webhooks (standardwebhooks.com) ------------------------------------------------
+# Computed with OpenSSL, base64 of the raw HMAC:
+#   printf '%s' '<id>.<timestamp>.<body>' | openssl dgst -sha256 -hmac '<secret>' -binary | base64
+# and, for a `whsec_` secret, with the key given as hex of its base64-decoded bytes:
+#   ... | openssl dgst -sha256 -mac HMAC -macopt hexkey:7365637265742d6b65792d6279746573 -binary | base64
+STANDARD_ANSWERS = [
+    pytest.param(SECRET, "v1,gWdAqm9infCCI4F2tkcMR7IIq0NL4psdZ83On9PPxhI=", id="plain-secret"),
+    pytest.param("whsec_c2VjcmV0LWtleS1ieXRlcw==", "v1,KtzdONRMEcPnDYuUypfRMZEC45aFrBdueprA39o8dhs=",
+                 id="whsec-secret"),
+]
+
+
+@pytest.mark.parametrize(("secret", "signature"), STANDARD_ANSWERS)
+def test_standard_signature_matches_the_known_answer(secret: str, signature: str) -> None:
+    assert webhooks.sign_standard(secret, "msg_2f1c", "1795544969", '{"prompt_id":"aa5001e0"}') == signature
+
+
+@pytest.mark.parametrize(("secret", "signature"), STANDARD_ANSWERS)
+def test_the_stock_library_signs_the_same(secret: str, signature: str) -> None:
+    """The `standardwebhooks` package, given `standard_secret`, computes the same signature
+    (its verify() also checks the clock: a live delivery is verified in test_webhooks)."""
+    from datetime import datetime, timezone
+
+    from standardwebhooks.webhooks import Webhook
+
+    at = datetime.fromtimestamp(1795544969, tz=timezone.utc)
+    library = Webhook(webhooks.standard_secret(secret)).sign("msg_2f1c", at, '{"prompt_id":"aa5001e0"}')
+    assert library == signature

@@ -202,6 +202,20 @@ def test_delivery_is_signed_and_verifiable(receiver: Any) -> None:
     assert metric("WebhookDelivered") == 1
 
 
+def test_a_delivery_verifies_with_the_standard_webhooks_package(receiver: Any) -> None:
+    """Receivers verify with a stock library (here Python's `standardwebhooks`), given the
+    secret in the spec's `whsec_` form."""
+    from standardwebhooks.webhooks import Webhook
+
+    session = receiver(500, 204)
+    assert webhooks.deliver("https://hooks.example.com/comfy", "ComfyUI Prompt Completed", DETAIL)
+    first, second = session.attempts
+    assert first["headers"]["webhook-id"] == second["headers"]["webhook-id"]  # one id per delivery
+    for attempt in (first, second):
+        payload = Webhook(webhooks.standard_secret(SECRET)).verify(attempt["body"], attempt["headers"])
+        assert payload == DETAIL
+
+
 def test_an_attempt_connects_to_the_addresses_its_own_lookup_checked(receiver: Any) -> None:
     session = receiver(200)
     assert webhooks.deliver("https://mixed.example.com/hook", "ComfyUI Prompt Completed", DETAIL) is False

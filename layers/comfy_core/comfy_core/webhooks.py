@@ -1,6 +1,16 @@
 """Signed webhooks: a job's `webhook_url` is POSTed the prompt's outcome.
 
-Signature (what a receiver checks, see `verify`):
+Signed per the Standard Webhooks spec (standardwebhooks.com), so receivers verify with a
+stock library in their language:
+
+    webhook-id: <delivery id, the same on every attempt>
+    webhook-timestamp: <unix seconds>
+    webhook-signature: v1,<base64 HMAC-SHA256(key, f"{id}.{timestamp}.{body}")>
+
+The key is the secret's bytes; a secret written as `whsec_<base64>` (the spec's form) is
+that base64 decoded. Receivers construct their verifier with `whsec_` + base64(key)
+(`standard_secret`). The first release's own headers are sent too, for receivers written
+against it:
 
     X-Comfy-Timestamp: <unix seconds>
     X-Comfy-Signature: v1=<hex HMAC-SHA256(secret, f"{timestamp}.{body}")>
@@ -25,6 +35,8 @@ read. So a delivery takes at most WEBHOOK_MAX_ATTEMPTS x WEBHOOK_TIMEOUT plus th
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import json
@@ -86,7 +98,34 @@ def describe(url: str) -> str:
 
 
 # -- the signature -----------------------------------------------------------------------
+STANDARD_PREFIX = "whsec_"
+
+
+def signing_key(secret: str) -> bytes:
+    """The HMAC key of the Standard Webhooks signature: `whsec_<base64>` decoded, or the
+    secret's own bytes (a secret made with `openssl rand -hex 32`)."""
+    if secret.startswith(STANDARD_PREFIX):
+        try:
+            return base64.b64decode(secret[len(STANDARD_PREFIX):], validate=True)
+        except (binascii.Error, ValueError):
+            pass  # not base64 after all: the whole string is the key
+    return secret.encode("utf-8")
+
+
+def standard_secret(secret: str) -> str:
+    """The secret in the form Standard Webhooks libraries take: give this to receivers."""
+    return STANDARD_PREFIX + base64.b64encode(signing_key(secret)).decode("ascii")
+
+
+def sign_standard(secret: str, delivery_id: str, timestamp: str, body: str) -> str:
+    """The `webhook-signature` header value (Standard Webhooks, version v1)."""
+    signed = f"{delivery_id}.{timestamp}.{body}".encode("utf-8")
+    digest = hmac.new(signing_key(secret), signed, hashlib.sha256).digest()
+    return f"v1,{base64.b64encode(digest).decode('ascii')}"
+
+
 def sign(secret: str, timestamp: str, body: str) -> str:
+    """The first release's `X-Comfy-Signature` value."""
     digest = hmac.new(secret.encode("utf-8"), f"{timestamp}.{body}".encode("utf-8"), hashlib.sha256)
     return f"{SIGNATURE_VERSION}={digest.hexdigest()}"
 
@@ -157,6 +196,9 @@ def deliver(url: str, event_type: str, detail: dict[str, Any], settings: Setting
         headers = {
             "User-Agent": USER_AGENT,
             "Content-Type": "application/json",
+            "webhook-id": delivery,
+            "webhook-timestamp": timestamp,
+            "webhook-signature": sign_standard(secret, delivery, timestamp, body),
             TIMESTAMP_HEADER: timestamp,
             SIGNATURE_HEADER: sign(secret, timestamp, body),
             EVENT_HEADER: event_type,
