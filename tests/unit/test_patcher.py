@@ -306,7 +306,23 @@ def test_boundary_values_are_accepted(name: str, value: Any) -> None:
 def test_unknown_keys_are_named_in_the_error() -> None:
     with pytest.raises(BadRequestError) as caught:
         apply_request(sd_workflow(), {"prompt": "x", "sampler": "euler", "guidance": 3})
-    assert "sampler" in caught.value.message and "guidance" in caught.value.message
+    assert caught.value.message == (
+        "Unknown parameter(s): guidance, sampler (did you mean 'sampler_name'?)")
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ({"promt": "a fox"}, "Unknown parameter(s): promt (did you mean 'prompt'?)"),
+    ({"negative_promt": "blur", "sed": 4}, "Unknown parameter(s): negative_promt (did you mean "
+                                           "'negative_prompt'?), sed (did you mean 'seed'?)"),
+    ({"imgae": {"base64": "x"}}, "Unknown parameter(s): imgae (did you mean 'image'?)"),
+    ({"77": {"inputs": {}}}, "Unknown node id(s) in workflow: 77"),
+])
+def test_a_misspelt_simple_key_is_not_reported_as_a_node_id(body: dict[str, Any], message: str) -> None:
+    """Without any known simple key the body reads as the advanced format; a key that is
+    nearly a parameter name is a typo, and the answer says which name was meant."""
+    with pytest.raises(BadRequestError) as caught:
+        apply_request(sd_workflow(), body)
+    assert caught.value.message == message
 
 
 # -- advanced format -----------------------------------------------------------------------------

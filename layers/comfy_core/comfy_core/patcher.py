@@ -6,6 +6,7 @@ Stdlib only, no I/O: every function takes a workflow dict and returns a new one.
 from __future__ import annotations
 
 import copy
+import difflib
 import random
 from collections import deque
 from collections.abc import Iterator
@@ -39,6 +40,9 @@ PARAM_INPUTS: dict[str, tuple[str, ...]] = {
     "batch_size": ("batch_size",),
 }
 
+# The input-image keys of the simple format (taken out by comfy_core.inputs before patching;
+# named here only to recognise a misspelling of them).
+INPUT_KEYS = frozenset({"image", "mask", "images"})
 # `client_id` may accompany either format; it is not a node id and not a patch.
 REQUEST_KEYS = frozenset({"client_id"})
 SIMPLE_KEYS = frozenset({"prompt", "target_node", "negative_prompt", *PARAM_INPUTS})
@@ -265,6 +269,18 @@ def apply_param(workflow: Workflow, name: str, value: Any) -> list[str]:
 
 
 # -- the two request formats -------------------------------------------------------------
+def _closest_key(key: str) -> str | None:
+    close = difflib.get_close_matches(key, sorted(SIMPLE_KEYS | INPUT_KEYS), n=1, cutoff=0.7)
+    return close[0] if close else None
+
+
+def _named(keys: list[str]) -> str:
+    """Unknown keys for an error message, each with the known key it most resembles."""
+    return ", ".join(
+        f"{key} (did you mean '{_closest_key(key)}'?)" if _closest_key(key) else key for key in keys
+    )
+
+
 def is_simple_format(body: dict[str, Any]) -> bool:
     return bool(SIMPLE_KEYS.intersection(body))
 
@@ -272,7 +288,7 @@ def is_simple_format(body: dict[str, Any]) -> bool:
 def apply_simple(workflow: Workflow, body: dict[str, Any]) -> Workflow:
     unknown = sorted(set(body) - SIMPLE_KEYS - REQUEST_KEYS)
     if unknown:
-        raise BadRequestError(f"Unknown parameter(s): {', '.join(unknown)}")
+        raise BadRequestError(f"Unknown parameter(s): {_named(unknown)}")
     patched = copy.deepcopy(workflow)
     target = body.get("target_node")
     if target is not None:
@@ -315,6 +331,10 @@ def apply_advanced(workflow: Workflow, body: dict[str, Any]) -> Workflow:
     """Merge `{"<node_id>": {"inputs": {...}}}` or `{"<node_id>": {...}}` into the inputs."""
     updates = {key: value for key, value in body.items() if key not in REQUEST_KEYS}
     unknown = sorted(key for key in updates if key not in workflow)
+    misspelt = [key for key in unknown if _closest_key(key) and not key.isdigit()]
+    if misspelt:
+        # {"promt": "x"} is a misspelt simple-format key, not a node id: say so.
+        raise BadRequestError(f"Unknown parameter(s): {_named(misspelt)}")
     if unknown:
         raise BadRequestError(f"Unknown node id(s) in workflow: {', '.join(unknown)}")
     patched = copy.deepcopy(workflow)
