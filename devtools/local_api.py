@@ -430,8 +430,12 @@ class _BackgroundServer:
     def handle(self, request: HttpRequest) -> HttpResponse:
         raise NotImplementedError
 
+    def refuse(self, status: int, message: str) -> HttpResponse:
+        """The answer to a request whose body cannot be read (bad framing, too large)."""
+        return error_envelope(status, message)
+
     def start(self) -> Self:
-        self._server = _Server((self.host, self.port), _make_handler(self.handle))
+        self._server = _Server((self.host, self.port), _make_handler(self.handle, self.refuse))
         self.port = self._server.server_address[1]  # the real port when 0 was asked
         # A short poll interval keeps stop() (and so test teardown) quick.
         self._thread = threading.Thread(
@@ -481,21 +485,45 @@ class LocalApi(_BackgroundServer):
             template = template.with_parameters(parameter_overrides)
         self.template = template
         self.routes = template.routes()
+        self.gateway_responses = template.gateway_responses()
         self.invoker = Invoker(template, env_overrides)
         self.api_key = api_key or None
+
+    def gateway_answer(self, kind: str, status: int, message: str) -> HttpResponse:
+        """API Gateway's own answer of response type `kind` (its default: `status` with
+        `{"message": message}`), as the template's GatewayResponses change it: the type's
+        own entry, else DEFAULT_4XX / DEFAULT_5XX for its status class."""
+        fallback = "DEFAULT_4XX" if status < 500 else "DEFAULT_5XX"
+        configured = self.gateway_responses.get(kind) or self.gateway_responses.get(fallback)
+        if configured is None:
+            return json_response(status, {"message": message})
+        configured_status, body = configured
+        status = configured_status or status
+        if body is None:
+            return json_response(status, {"message": message})
+        rendered = body.replace("$context.error.messageString", json.dumps(message))
+        rendered = rendered.replace("$context.error.message", message)
+        return HttpResponse(status, [("Content-Type", "application/json")], rendered.encode("utf-8"))
+
+    def refuse(self, status: int, message: str) -> HttpResponse:
+        configured = {"REQUEST_TOO_LARGE", "DEFAULT_4XX"} & set(self.gateway_responses)
+        if status == HTTPStatus.REQUEST_ENTITY_TOO_LARGE and configured:
+            return self.gateway_answer("REQUEST_TOO_LARGE", status, "Request Too Long")
+        return super().refuse(status, message)
 
     def handle(self, request: HttpRequest) -> HttpResponse:
         """One request end to end; separate from the socket code so tests can call it."""
         match = find_route(self.routes, request.method, request.raw_path)
         if match is None:
-            # REST APIs answer an unknown path, or a known path with a method
-            # it does not have, with this 403 (not 404/405).
-            return json_response(HTTPStatus.FORBIDDEN, MISSING_TOKEN)
+            # REST APIs answer an unknown path, or a known path with a method it does not
+            # have, with this 403 (not 404/405) unless GatewayResponses change it.
+            return self.gateway_answer("MISSING_AUTHENTICATION_TOKEN", HTTPStatus.FORBIDDEN,
+                                       MISSING_TOKEN["message"])
         route = match.route
         if route.api_key_required and self.api_key is not None:
             sent = {name.lower(): value for name, value in request.headers}.get("x-api-key")
             if sent != self.api_key:
-                return json_response(HTTPStatus.FORBIDDEN, FORBIDDEN)
+                return self.gateway_answer("INVALID_API_KEY", HTTPStatus.FORBIDDEN, FORBIDDEN["message"])
 
         event = build_event(request, route, match.path_parameters)
         started = time.monotonic()
@@ -503,7 +531,8 @@ class LocalApi(_BackgroundServer):
             response = proxy_response(self.invoker.invoke(route.function_id, event))
         except Exception:  # noqa: BLE001 - any handler failure is a 502 at the gateway
             log.error("%s failed:\n%s", route.function_id, traceback.format_exc())
-            response = json_response(HTTPStatus.BAD_GATEWAY, INTERNAL_ERROR)
+            response = self.gateway_answer("INTEGRATION_FAILURE", HTTPStatus.BAD_GATEWAY,
+                                           INTERNAL_ERROR["message"])
         log.info(
             "%s %s -> %s %s (%.0f ms)", request.method, request.raw_path,
             route.function_id, response.status, (time.monotonic() - started) * 1000,
@@ -704,7 +733,9 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
 
 
-def _make_handler(handle: Callable[[HttpRequest], HttpResponse]) -> type[BaseHTTPRequestHandler]:
+def _make_handler(
+    handle: Callable[[HttpRequest], HttpResponse], refuse: Callable[[int, str], HttpResponse]
+) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
         server_version = "comfy-local"
@@ -720,7 +751,7 @@ def _make_handler(handle: Callable[[HttpRequest], HttpResponse]) -> type[BaseHTT
                 return
             except BodyError as refused:
                 self.close_connection = True
-                self._answer(error_envelope(refused.status, refused.message))
+                self._answer(refuse(refused.status, refused.message))
                 return
             url = urlsplit(self.path)
             request = HttpRequest(

@@ -418,6 +418,21 @@ class Template:
             self._apis[logical_id] = merged
         return self._apis[logical_id]
 
+    # -- API Gateway's own answers ----------------------------------------------
+
+    def gateway_responses(self) -> dict[str, tuple[int | None, str | None]]:
+        """GatewayResponses of the template's Api resources: response type (e.g.
+        MISSING_AUTHENTICATION_TOKEN) -> (status code or None, application/json template or
+        None). Empty when the template declares none: API Gateway's defaults then apply."""
+        found: dict[str, tuple[int | None, str | None]] = {}
+        for resource in self._of_type(API_TYPE).values():
+            responses = self.resolve((resource.get("Properties") or {}).get("GatewayResponses") or {})
+            for kind, response in responses.items():
+                status = response.get("StatusCode")
+                body = (response.get("ResponseTemplates") or {}).get("application/json")
+                found[str(kind)] = (int(status) if status is not None else None, body)
+        return found
+
     # -- schedules -----------------------------------------------------------
 
     def schedules(self) -> list[Schedule]:

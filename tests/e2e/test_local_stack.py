@@ -93,18 +93,23 @@ def test_the_original_call_flow_ends_with_archived_bytes_equal_to_comfyui(local_
         assert fetched.content == requests.get(image["url"], timeout=TIMEOUT).content
 
 
-def test_unknown_route_is_api_gateway_403(local_stack: LocalStack) -> None:
+NO_ROUTE = {"error": "No such route (path or method)", "status_code": 404}
+
+
+def test_unknown_route_is_a_404_in_the_envelope(local_stack: LocalStack) -> None:
+    """The template's GatewayResponses turn a REST API's 403 "Missing Authentication Token"
+    into a 404 with the API's error envelope; the local gateway applies them."""
     response = requests.get(f"{local_stack.api_url}/api/no_such_route", timeout=TIMEOUT)
 
-    assert response.status_code == 403
-    assert response.json() == {"message": "Missing Authentication Token"}
+    assert response.status_code == 404
+    assert response.json() == NO_ROUTE
 
 
-def test_known_path_with_wrong_method_is_403(local_stack: LocalStack) -> None:
+def test_known_path_with_wrong_method_is_a_404(local_stack: LocalStack) -> None:
     response = requests.delete(f"{local_stack.api_url}/api/workflows", timeout=TIMEOUT)
 
-    assert response.status_code == 403
-    assert response.json() == {"message": "Missing Authentication Token"}
+    assert response.status_code == 404
+    assert response.json() == NO_ROUTE
 
 
 def _port_open(port: int) -> bool:

@@ -519,7 +519,8 @@ def test_real_template_routes_require_a_key_by_default() -> None:
     api = LocalApi(REAL_TEMPLATE, port=0, parameter_overrides=overrides, api_key="k")
     # Refused at the gateway: the handler is never called.
     refused = api.handle(request("GET", "/api/workflows"))
-    assert refused.status == 403 and decoded(refused) == {"message": "Forbidden"}
+    assert refused.status == 403 and decoded(refused) == {
+        "error": "Forbidden: missing or invalid x-api-key header", "status_code": 403}
 
     off = Template.load(REAL_TEMPLATE, {**overrides, "ApiKeyRequired": "false"}).routes()
     assert not any(route.api_key_required for route in off)
@@ -699,3 +700,35 @@ def test_a_body_the_gateway_cannot_frame_is_refused_before_any_function_runs(
         ((answered, answer_headers, payload),) = _exchange(api, _post(headers, body))
     assert (answered, json.loads(payload)) == (status, {"error": error, "status_code": status})
     assert answer_headers["connection"] == "close"
+
+
+def test_the_real_templates_gateway_responses_are_applied() -> None:
+    """API Gateway's own answers, from the template's GatewayResponses, in the envelope: an
+    unknown route or method is a 404 (a REST API's default is 403 "Missing Authentication
+    Token"), a wrong key a 403, a body over 10 MB a 413."""
+    api = LocalApi(REAL_TEMPLATE, port=0, parameter_overrides={"ComfyUIBaseUrl": "http://127.0.0.1:8188"},
+                   api_key="k")
+    for method, path in (("GET", "/api/no_such_route"), ("DELETE", "/api/workflows"), ("GET", "/")):
+        answer = api.handle(request(method, path))
+        assert (answer.status, decoded(answer)) == (
+            404, {"error": "No such route (path or method)", "status_code": 404})
+    wrong = api.handle(request("GET", "/api/workflows", headers=[("x-api-key", "nope")]))
+    assert (wrong.status, decoded(wrong)["status_code"]) == (403, 403)
+    too_large = api.refuse(413, "Request body larger than 10485760 bytes")
+    assert (too_large.status, decoded(too_large)["status_code"]) == (413, 413)
+    assert "POST /api/uploads" in decoded(too_large)["error"]
+
+
+def test_gateway_response_defaults_and_message_templates(tmp_path: Path) -> None:
+    path = tmp_path / "template.yaml"
+    path.write_text(DEFINITION_BODY_TEMPLATE.replace("      StageName: v1\n", """\
+      StageName: v1
+      GatewayResponses:
+        DEFAULT_4XX:
+          StatusCode: 400
+          ResponseTemplates: {application/json: '{"error": $context.error.messageString, "status_code": 400}'}
+"""))
+    (tmp_path / "fn").mkdir()
+    api = LocalApi(path, port=0, api_key="k")
+    answer = api.handle(request("GET", "/nowhere"))
+    assert (answer.status, decoded(answer)) == (400, {"error": "Missing Authentication Token", "status_code": 400})
