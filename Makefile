@@ -40,9 +40,11 @@ $(SAM_VENV)/.stamp: requirements-sam.txt
 dev: $(VENV)/.stamp
 	$(PY) -m devtools.dev
 
+# The template and the build are checked first, so the last thing `make test` prints is
+# the test summary, not sam's banner.
 test: lint
+	$(MAKE) --no-print-directory validate build
 	$(PY) -m pytest tests
-	$(MAKE) validate build
 
 unit: $(VENV)/.stamp
 	$(PY) -m pytest tests/unit
