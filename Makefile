@@ -13,12 +13,13 @@ BUILD_DIR ?= .aws-sam/build
 export SAM_CLI_TELEMETRY := 0
 export AWS_DEFAULT_REGION ?= us-east-1
 
-.PHONY: help dev test unit functional e2e iam lint validate build bench clean
+.PHONY: help dev test unit functional e2e iam lint validate build bench clean invoke
 
 help:
 	@echo "make dev         run the whole API locally (moto S3 + ComfyUI stand-in unless COMFYUI_BASE_URL)"
 	@echo "make test        lint, every test tier, sam validate and sam build"
 	@echo "make unit | functional | e2e | iam   one test tier"
+	@echo "make invoke FN=TaskStatusFunction EVENT=events/task_status.json   sam local invoke, without Docker"
 	@echo "make lint        cfn-lint and pyflakes"
 	@echo "make validate    sam validate --lint"
 	@echo "make build       sam build + precompiled .pyc (needs python3.13)"
@@ -54,6 +55,12 @@ functional: $(VENV)/.stamp
 
 e2e: $(VENV)/.stamp
 	$(PY) -m pytest tests/e2e
+
+# sam local invoke without Docker: the function's handler with the template's environment,
+# against the running `make dev` stack (its exported AWS_... lines) or a stack of its own.
+invoke: $(VENV)/.stamp
+	@test -n "$(FN)" || { echo "make invoke: FN=<LogicalId> [EVENT=events/<file>.json]" >&2; exit 2; }
+	$(PY) -m devtools.invoke $(FN) $(if $(EVENT),-e $(EVENT))
 
 # Every function's code under its own execution role, in a moto that enforces IAM.
 iam: $(VENV)/.stamp
