@@ -97,11 +97,15 @@ def test_oversized_body_is_refused(s3, comfy, monkeypatch):
     assert comfy.calls == []
 
 
-def test_ui_format_export_gets_422_telling_how_to_export(s3, comfy):
+def test_ui_format_workflow_that_cannot_be_converted_gets_422_naming_the_node(s3, comfy):
+    """A UI-format file is converted before it runs (tests/functional/test_ui_format_handlers.py);
+    only what cannot be converted is refused."""
+    comfy.routes[("GET", "/object_info")] = (200, recording("object_info_full"))
     s3.put_object(Bucket="workflow-bucket", Key="workflows/ui_export.json",
-                  Body=json.dumps({"nodes": [], "links": [], "version": 0.4}))
+                  Body=json.dumps({"nodes": [{"id": 3, "type": "NoSuchNode", "mode": 0}], "links": [],
+                                   "version": 0.4}))
     status, answer = run("ui_export", {"prompt": "x"})
-    assert status == 422 and "Save (API Format)" in answer["error"]
+    assert status == 422 and (answer["node_id"], answer["node_type"]) == ("3", "NoSuchNode")
 
 
 def test_comfyui_validation_error_comes_back_as_400_with_node_errors(s3, comfy):

@@ -67,6 +67,7 @@ ERROR_TABLE: dict[str, tuple[int, dict[str, str]]] = {
     "IdempotencyKeyReusedError": (422, {}),
     "QueueFullError": (429, {"Retry-After": "10"}),
     "WorkflowFormatError": (422, {}),
+    "WorkflowConversionError": (422, {}),
     "ConfigurationError": (500, {}),
     "ComfyUIError": (502, {}),
     "ComfyUIUnreachableError": (502, {}),

@@ -23,7 +23,8 @@ def reset_container_state() -> None:
     for cached in cached_per_container:
         cached.cache_clear()
     # Modules of event-driven jobs: reset only when loaded, so a reset never imports them.
-    lazy = {"triggers": "sqs_client", "idempotency": "persistence_layer", "netguard": "ssl_context"}
+    lazy = {"triggers": "sqs_client", "idempotency": "persistence_layer", "netguard": "ssl_context",
+            "ui_workflows": "conversion_cache"}
     for module, name in lazy.items():
         if f"{__name__}.{module}" in sys.modules:
             getattr(sys.modules[f"{__name__}.{module}"], name).cache_clear()

@@ -192,6 +192,12 @@ class ComfyUIClient:
     def queue(self) -> dict[str, Any]:
         return self.get_object("/queue")
 
+    def object_info(self) -> dict[str, Any]:
+        """GET /object_info: every node class this backend has, with its inputs, which the
+        UI-format converter needs. About 0.5 MB for a bare ComfyUI and several MB with many
+        custom nodes, so callers cache it (ui_workflows keeps it a few minutes)."""
+        return self.get_object("/object_info")
+
     def history(self, max_items: int) -> dict[str, Any]:
         return self.get_object("/history", params={"max_items": max_items})
 

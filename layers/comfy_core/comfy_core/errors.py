@@ -62,6 +62,23 @@ class WorkflowFormatError(ComfyCoreError):
     status_code = 422
 
 
+class WorkflowConversionError(WorkflowFormatError):
+    """A UI-format workflow the converter cannot turn into a prompt; names the node and why."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        node_id: str | None = None,
+        node_type: str | None = None,
+        reason: str | None = None,
+    ) -> None:
+        extra: dict[str, Any] = {}
+        if node_id is not None:
+            extra = {"node_id": node_id, "node_type": node_type, "reason": reason}
+        super().__init__(message, extra=extra)
+
+
 class ConfigurationError(ComfyCoreError):
     """The deployment is missing a setting; the operator, not the client, must act."""
 

@@ -1,4 +1,5 @@
-"""The workflow store: API-format workflow files in S3 under a prefix.
+"""The workflow store: workflow files in S3 under a prefix, in API format or as the editor
+saves them (UI format, converted before they run: see ui_workflows).
 
 Each warm container keeps what it has read and revalidates it with a conditional GET
 (If-None-Match), so an unchanged workflow costs one small 304 round trip, never a download.
@@ -20,10 +21,13 @@ from .storage import client_error_code, s3_client
 SUFFIX = ".json"
 
 
-@dataclass
-class _Cached:
+@dataclass(frozen=True)
+class StoredWorkflow:
+    """A workflow file as read: its parsed JSON and the S3 ETag of that version."""
+
+    name: str
     etag: str
-    workflow: Workflow
+    document: Any
 
 
 class WorkflowStore:
@@ -32,7 +36,7 @@ class WorkflowStore:
             raise ConfigurationError("WORKFLOW_BUCKET is not configured")
         self.bucket = settings.workflow_bucket
         self.prefix = settings.workflow_prefix
-        self._cache: dict[str, _Cached] = {}
+        self._cache: dict[str, StoredWorkflow] = {}
         self.downloads = 0  # full bodies fetched; tests assert the cache works
 
     def key(self, name: str) -> str:
@@ -59,7 +63,12 @@ class WorkflowStore:
         return sorted(names)
 
     def load(self, name: str) -> Workflow:
-        """The API-format graph of a workflow; a fresh copy is the caller's to patch."""
+        """The API-format graph of a workflow; a fresh copy is the caller's to patch. A
+        UI-format file is a WorkflowFormatError here: ui_workflows.load_prompt converts it."""
+        return normalise_workflow(self.fetch(name).document)
+
+    def fetch(self, name: str) -> StoredWorkflow:
+        """The workflow file's JSON, whatever its format, with the ETag of the version read."""
         from botocore.exceptions import BotoCoreError, ClientError
 
         validation.workflow_name(name)
@@ -72,7 +81,7 @@ class WorkflowStore:
         except ClientError as exc:
             code = client_error_code(exc)
             if code in ("304", "NotModified") and cached is not None:
-                return cached.workflow
+                return cached
             if code in ("NoSuchKey", "404", "NotFound"):
                 self._cache.pop(name, None)
                 raise NotFoundError(f"Workflow '{name}' not found") from exc
@@ -84,11 +93,11 @@ class WorkflowStore:
         self.downloads += 1
         try:
             document = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise WorkflowFormatError(f"Workflow '{name}' is not valid JSON") from exc
-        workflow = normalise_workflow(document)
-        self._cache[name] = _Cached(etag=response["ETag"], workflow=workflow)
-        return workflow
+        stored = StoredWorkflow(name=name, etag=response["ETag"], document=document)
+        self._cache[name] = stored
+        return stored
 
 
 @lru_cache(maxsize=1)
