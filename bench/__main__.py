@@ -4,7 +4,11 @@
 * cold: cold init of each API function and the archiver vs ``import boto3`` (bench/cold.py);
 * warm: per-request overhead of each API handler vs direct ComfyUI calls (bench/warm.py);
 * roundtrips: ComfyUI and AWS round trips of one request, counted (bench/roundtrips.py);
-* archiver: throughput, memory, and a run with nothing new (bench/archiver.py).
+* archiver: throughput, memory, and a run with nothing new (bench/archiver.py);
+* inputs: run_workflow with a 1 MB inline image vs raw /upload/image + /prompt, and memory of
+  a 50 MB upload read from S3 into ComfyUI (bench/inputs.py);
+* watcher: prompt finished -> files in S3 and Completed event, with the live watcher vs the
+  schedule alone, and the watcher's monthly cost (bench/watcher.py).
 
 ``--only NAME...`` reruns some of them and rewrites only their sections (the summary at
 the top is rewritten by a full run). ``--quick`` is a smaller version of the same run.
@@ -17,11 +21,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench import archiver, cold, roundtrips, sizes, summary, warm
+from bench import archiver, cold, inputs, roundtrips, sizes, summary, warm, watcher
 from bench.common import DOC, Target, machine, now, write_regions
 from bench.stack import local_stack
 
-BENCHMARKS = ("sizes", "cold", "warm", "roundtrips", "archiver")
+BENCHMARKS = ("sizes", "cold", "warm", "roundtrips", "archiver", "inputs", "watcher")
 FULL = {"runs": 11, "iterations": 200}
 QUICK = {"runs": 3, "iterations": 50}
 
@@ -31,7 +35,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--only", nargs="+", choices=BENCHMARKS, help="run only these")
     parser.add_argument("--quick", action="store_true",
                         help=f"{QUICK['runs']} cold runs, {QUICK['iterations']} warm iterations, "
-                        "archiver --quick")
+                        "archiver and inputs --quick")
     parser.add_argument("--runs", type=int, help=f"cold runs per subject (default {FULL['runs']})")
     parser.add_argument("--iterations", type=int,
                         help=f"warm request pairs per handler (default {FULL['iterations']})")
@@ -71,10 +75,17 @@ def run(todo: set[str], args: argparse.Namespace) -> dict[str, Any]:
     if "archiver" in todo:
         print("archiver...", file=sys.stderr)
         results["archiver"] = archiver.run_all(quick=args.quick)
+    if "inputs" in todo:
+        print("input images...", file=sys.stderr)
+        results["inputs"] = inputs.run_all(quick=args.quick)
+    if "watcher" in todo:
+        print("live watcher latency...", file=sys.stderr)
+        results["watcher"] = watcher.run_all(quick=args.quick)
     return results
 
 
-MODULES = {"sizes": sizes, "cold": cold, "warm": warm, "roundtrips": roundtrips, "archiver": archiver}
+MODULES = {"sizes": sizes, "cold": cold, "warm": warm, "roundtrips": roundtrips, "archiver": archiver,
+           "inputs": inputs, "watcher": watcher}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,9 +6,12 @@ same status codes, same JSON shapes, same quirks. Where this module looks odd
 (history ``{}`` for a running prompt, ``max_items=2&offset=0`` giving the *oldest*
 two, 500 with a plain-text body for malformed JSON, ...) it copies ComfyUI on purpose.
 
-What it does not do: WebSocket (``/ws``), uploads, ``/view?preview=`` re-encoding
-(the original file is served), real image processing. Images are solid colours (or a
-simple noise pattern) written as real PNG files.
+WebSocket (``/ws``) is in devtools/standin_ws.py. What it does not do: ``/view?preview=`` re-encoding (the original
+file is served), real image processing beyond what loaded pictures need. Generated images
+are solid colours (or a simple noise pattern) written as real PNG files. Uploads
+(``/upload/image``, ``/upload/mask``), input files and the nodes that read them (LoadImage,
+LoadImageMask, ImageInvert and ImageCompositeMasked on real pixels) are in
+devtools/standin_inputs.py, with what they approximate.
 
 Usage::
 
@@ -48,6 +51,9 @@ from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 from urllib.parse import parse_qs, unquote, urlparse, urlsplit
+
+from devtools.standin_inputs import NODE_SPECS, InputFiles, PixelImage, PixelMask, composite, solid
+from devtools.standin_ws import WebSocketHub
 
 COMFYUI_VERSION = "0.3.64"
 # ComfyUI drops the oldest entry only once history is *above* this, so 10,001 stay.
@@ -102,6 +108,10 @@ class NodeSpec:
     category: str = ""
     output_tooltips: list[Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # ComfyUI's VALIDATE_INPUTS: the inputs it takes skip the list and range checks, and
+    # `validate(inputs)` gives its errors (bound per stand-in: it looks at the stand-in's files).
+    validated: tuple[str, ...] = ()
+    validate: Callable[[dict[str, Any]], list[dict[str, Any]]] | None = None
 
     def input_types(self) -> dict[str, dict[str, Any]]:
         types: dict[str, dict[str, Any]] = {"required": self.required}
@@ -366,7 +376,8 @@ def _model_nodes(models: list[str]) -> list[NodeSpec]:
 
 def build_node_specs(models: list[str]) -> dict[str, NodeSpec]:
     """The node table; ``models`` is what CheckpointLoaderSimple's ``ckpt_name`` accepts."""
-    specs = [*_image_nodes(), *_text_nodes(), *_model_nodes(models)]
+    specs = [*_image_nodes(), *_text_nodes(), *_model_nodes(models),
+             *(NodeSpec(**copy.deepcopy(spec)) for spec in NODE_SPECS)]
     return {spec.name: spec for spec in specs}
 
 
@@ -454,7 +465,7 @@ def _combo_error(
 
 
 def _validate_widget(
-    name: str, inputs: dict[str, Any], input_type: Any, extra: dict[str, Any]
+    name: str, inputs: dict[str, Any], input_type: Any, extra: dict[str, Any], checked: bool = True
 ) -> dict[str, Any] | None:
     value = inputs[name]
     info = [input_type, extra]
@@ -469,6 +480,8 @@ def _validate_widget(
             "extra_info": {"input_name": name, "input_config": info, "received_value": value,
                            "exception_message": str(ex)},
         }
+    if not checked:  # an input of VALIDATE_INPUTS: converted only
+        return None
     range_error = _range_error(name, value, info, extra)
     if range_error is not None:
         return range_error
@@ -542,9 +555,11 @@ def validate_inputs(
             )
             valid = valid and upstream_ok
         else:
-            error = _validate_widget(name, inputs, input_type, extra)
+            error = _validate_widget(name, inputs, input_type, extra, name not in spec.validated)
         if error is not None:
             errors.append(error)
+    if spec.validate is not None:
+        errors.extend(spec.validate(inputs))
     result: ValidationResult = (False, errors, node_id) if errors or not valid else (True, [], node_id)
     validated[node_id] = result
     return result
@@ -801,9 +816,11 @@ class _RunContext:
     state: dict[str, Any]  # per (node id, class) object state that survives between prompts
 
 
-def _signatures(prompt: dict[str, Any]) -> dict[str, str]:
+def _signatures(prompt: dict[str, Any], changed: dict[str, Any] | None = None) -> dict[str, str]:
     """Cache keys: a hash of class, widget values and the keys of everything upstream,
-    so identical sub-graphs share keys whatever their node ids."""
+    so identical sub-graphs share keys whatever their node ids. `changed[node_id]` is the
+    node's IS_CHANGED value (LoadImage: [the file's hash]), part of its key; NaN (IS_CHANGED
+    failed) equals nothing, so that node never comes from the cache."""
     memo: dict[str, str] = {}
 
     def signature(node_id: str, visiting: frozenset[str]) -> str:
@@ -820,7 +837,11 @@ def _signatures(prompt: dict[str, Any]) -> dict[str, str]:
                 parts.append([name, "LINK", signature(value[0], visiting | {node_id}), value[1]])
             else:
                 parts.append([name, value])
-        text = json.dumps([node.get("class_type"), parts], sort_keys=True, default=str)
+        marker = (changed or {}).get(node_id)
+        if isinstance(marker, float):
+            marker = uuid.uuid4().hex
+        key = [node.get("class_type"), parts] + ([marker] if marker is not None else [])
+        text = json.dumps(key, sort_keys=True, default=str)
         memo[node_id] = hashlib.sha256(text.encode()).hexdigest()
         return memo[node_id]
 
@@ -886,10 +907,11 @@ class _Executor:
     """Runs one prompt at a time (ComfyUI's PromptExecutor, much simplified)."""
 
     def __init__(self, specs: dict[str, NodeSpec], output_dir: str, temp_dir: str, delay: float,
-                 use_cache: bool) -> None:
+                 use_cache: bool, files: InputFiles) -> None:
         self.specs = specs
         self.output_dir = output_dir
         self.temp_dir = temp_dir
+        self.files = files
         self.delay = delay
         self.use_cache = use_cache
         self.interrupt = threading.Event()
@@ -897,6 +919,7 @@ class _Executor:
         # the current prompt also contains, so an identical prompt *right after* is cached.
         self._cache: dict[str, tuple[tuple[Any, ...], dict[str, Any] | None]] = {}
         self._objects: dict[tuple[str, str], dict[str, Any]] = {}
+        self.ws = WebSocketHub()  # what a run tells the sockets (standin_ws.py)
 
     def reset(self) -> None:
         self._cache.clear()
@@ -910,6 +933,7 @@ class _Executor:
             left = self.delay - (time.monotonic() - started)
             if left <= 0:
                 return
+            self.ws.working(time.monotonic() - started, self.delay)
             self.interrupt.wait(min(left, 0.05))
 
     def execute(self, item: tuple[Any, ...]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -980,6 +1004,8 @@ class _Executor:
         return (replace(image),), None
 
     def _node_ImageInvert(self, ctx: _RunContext, image: _Image) -> tuple[tuple[Any, ...], None]:
+        if isinstance(image, PixelImage):
+            return (image.inverted(),), None
         r, g, b = image.rgb
         return (replace(image, rgb=(255 - r, 255 - g, 255 - b)),), None
 
@@ -998,6 +1024,20 @@ class _Executor:
         elif height == 0:
             height = max(1, round(image.height * width / image.width))
         return (replace(image, width=width, height=height),), None
+
+    def _node_LoadImage(self, ctx: _RunContext, image: str) -> tuple[tuple[Any, ...], None]:
+        return self.files.load_image(image), None
+
+    def _node_LoadImageMask(self, ctx: _RunContext, image: str, channel: str) -> tuple[tuple[Any, ...], None]:
+        return (self.files.load_image_mask(image, channel),), None
+
+    def _node_ImageCompositeMasked(self, ctx: _RunContext, destination: Any, source: Any, x: int, y: int,
+                                   resize_source: bool, mask: PixelMask | None = None
+                                   ) -> tuple[tuple[Any, ...], None]:
+        pictures = [image if isinstance(image, PixelImage) else solid(image.width, image.height, image.batch,
+                                                                       image.rgb)
+                    for image in (destination, source)]
+        return (composite(pictures[0], pictures[1], x, y, resize_source, mask),), None
 
     def _node_PrimitiveString(self, ctx: _RunContext, value: str) -> tuple[tuple[Any, ...], None]:
         return (value,), None
@@ -1044,7 +1084,7 @@ class _Executor:
 
     def _write_images(self, ctx: _RunContext, images: Any, prefix: str, base_dir: str,
                       kind: str) -> list[dict[str, str]]:
-        if not isinstance(images, _Image):  # nothing upstream says how big: ComfyUI-ish default
+        if not isinstance(images, (_Image, PixelImage)):  # nothing says how big: ComfyUI-ish default
             images = _Image(DEFAULT_IMAGE_SIZE, DEFAULT_IMAGE_SIZE, 1, (0, 0, 0))
         folder, filename, counter, subfolder = get_save_image_path(
             prefix, base_dir, images.width, images.height
@@ -1056,7 +1096,10 @@ class _Executor:
         for batch_number in range(images.batch):
             name = f"{filename.replace('%batch_num%', str(batch_number))}_{counter:05}_.png"
             seed = None if images.noise_seed is None else images.noise_seed + batch_number
-            data = encode_png(images.width, images.height, images.rgb, seed, text)
+            if isinstance(images, PixelImage):
+                data = images.png(batch_number, text)
+            else:
+                data = encode_png(images.width, images.height, images.rgb, seed, text)
             with open(os.path.join(folder, name), "wb") as handle:
                 handle.write(data)
             results.append({"filename": name, "subfolder": subfolder, "type": kind})
@@ -1081,13 +1124,19 @@ class _Run:
 
     def add(self, event: str, data: dict[str, Any]) -> None:
         self.messages.append([event, {**data, "timestamp": _now_ms()}])
+        self.executor.ws.history_message(event, self.messages[-1][1])
 
     def is_output(self, node_id: str) -> bool:
         return self.executor.specs[self.prompt[node_id]["class_type"]].output_node
 
     def go(self) -> tuple[dict[str, Any], dict[str, Any]]:
         self.add("execution_start", {"prompt_id": self.prompt_id})
-        signatures = _signatures(self.prompt)
+        changed = self.executor.files.is_changed(self.prompt)
+        signatures = _signatures(self.prompt, changed)
+        for node_id, value in changed.items():
+            # ComfyUI keeps the value in the executed prompt (what SaveImage writes in its
+            # PNG), not in the queue's copy that /queue and /history show.
+            self.prompt[node_id]["is_changed"] = value
         cached = self.executor.prepare_caches(self.prompt, signatures)
         cached_in_order = [node_id for node_id in self.prompt if node_id in cached]
         self.add("execution_cached", {"nodes": cached_in_order, "prompt_id": self.prompt_id})
@@ -1112,12 +1161,14 @@ class _Run:
                 # that node boundary, as in the recordings (node_id = the output node).
                 self.executor.pause()
                 slept = True
+            self.executor.ws.node_started(self.prompt_id, node_id, node_id in cached)
             if self.executor.interrupt.is_set():
                 self.add("execution_interrupted", {"prompt_id": self.prompt_id, "node_id": node_id,
                                                    "node_type": class_type, "executed": list(self.executed)})
                 return False
             if not self._run_node(node_id, class_type, node_id in cached, signatures[node_id]):
                 return False
+            self.executor.ws.node_finished(self.prompt_id, node_id, self.ui.get(node_id), node_id in cached)
             self.executed.append(node_id)
         return True
 
@@ -1286,6 +1337,24 @@ class _Response:
     close: bool = False
 
 
+# GET /object_info of the real ComfyUI 0.3.64 the recordings come from (496 node classes).
+RECORDED_OBJECT_INFO = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                    "tests", "fixtures", "comfyui", "object_info_full.json")
+_recorded_object_info_cache: list[dict[str, Any]] = []
+
+
+def _recorded_object_info() -> dict[str, Any]:
+    """The recorded node list, read once; empty where the recording is not at hand (the
+    stand-in copied out of the repository), and /object_info lists the stand-in's own nodes."""
+    if not _recorded_object_info_cache:
+        try:
+            with open(RECORDED_OBJECT_INFO, encoding="utf-8") as file:
+                _recorded_object_info_cache.append(json.load(file))
+        except (OSError, ValueError):
+            _recorded_object_info_cache.append({})
+    return _recorded_object_info_cache[0]
+
+
 def _json(data: Any, status: int = 200) -> _Response:
     return _Response(status, json.dumps(data).encode(), JSON_CONTENT_TYPE)
 
@@ -1398,6 +1467,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _dispatch(self) -> None:
         standin = self.server.standin
         standin._record(self.command, self.path)
+        if standin.ws.upgrade(self):  # GET /ws: this thread serves the socket until it closes
+            return
         try:
             body = self._read_body()
         except (ValueError, OSError):
@@ -1514,8 +1585,14 @@ class ComfyUIStandIn:
         self.requests: list[tuple[str, str]] = []
         self._requests_lock = threading.Lock()
         self._specs = build_node_specs(self.models)
+        self._files = InputFiles(self.input_dir, self.temp_dir, self.output_dir)
+        for spec in self._specs.values():
+            if spec.validated:
+                spec.validate = self._files.validate
         self._queue = _PromptQueue(history_limit)
-        self._executor = _Executor(self._specs, self.output_dir, self.temp_dir, delay, cache)
+        self._executor = _Executor(self._specs, self.output_dir, self.temp_dir, delay, cache, self._files)
+        self.ws = self._executor.ws
+        self.ws.queue_size = self._queue.tasks_remaining
         self._number = 0
         self._number_lock = threading.Lock()
         self._exec_lock = threading.Lock()  # held while a prompt executes; restart() waits on it
@@ -1530,6 +1607,7 @@ class ComfyUIStandIn:
         if self._server is not None:
             return self
         os.makedirs(self.output_dir, exist_ok=True)
+        self._files.prepare()  # input/ with example.png, as a fresh install has
         self._clear_temp()  # ComfyUI deletes its temp folder when it starts
         self._stopping.clear()
         self._server = _Server((self.host, self.port), self)
@@ -1564,6 +1642,7 @@ class ComfyUIStandIn:
 
     def restart(self) -> None:
         """Like a ComfyUI restart: history, queue, caches and temp files go; output stays."""
+        self.ws.close_all()  # a restarting ComfyUI drops every WebSocket
         with self._queue.mutex:
             self._queue.epoch += 1
             self._queue.wipe_queue()
@@ -1623,8 +1702,10 @@ class ComfyUIStandIn:
                 if epoch != self._queue.epoch or self._stopping.is_set():
                     self._queue.discard(item_id)
                     continue
+                self.ws.prompt_started(item)
                 history_result, status = self._executor.execute(item)
             self._queue.task_done(item_id, epoch, history_result, status)
+            self.ws.prompt_finished(item)
 
     # -- routing --------------------------------------------------------------------------
 
@@ -1637,6 +1718,8 @@ class ComfyUIStandIn:
             "/interrupt": {"POST": self._post_interrupt},
             "/history": {"GET": self._get_history, "POST": self._post_history},
             "/view": {"GET": self._get_view},
+            "/upload/image": {"POST": lambda q, b, h: self._post_upload(b, h, self._files.upload_image)},
+            "/upload/mask": {"POST": lambda q, b, h: self._post_upload(b, h, self._files.upload_mask)},
             "/system_stats": {"GET": self._get_system_stats},
             "/object_info": {"GET": self._get_object_info},
             "/features": {"GET": lambda q, b, h: _json({"supports_preview_metadata": True,
@@ -1708,6 +1791,7 @@ class ComfyUIStandIn:
             return _json({"error": error, "node_errors": node_errors}, 400)
         sensitive = {key: extra_data.pop(key) for key in SENSITIVE_EXTRA_DATA_KEYS if key in extra_data}
         self._queue.put((number, prompt_id, prompt, extra_data, outputs, sensitive))
+        self.ws.queue_changed()
         return _json({"prompt_id": prompt_id, "number": number, "node_errors": node_errors})
 
     def _get_queue(self, query: dict[str, list[str]], body: bytes, headers: Any) -> _Response:
@@ -1722,6 +1806,7 @@ class ComfyUIStandIn:
         if "delete" in json_data:
             for prompt_id in json_data["delete"]:
                 self._queue.delete_queue_item(prompt_id)
+        self.ws.queue_changed()
         return _empty()
 
     def _post_interrupt(self, query: dict[str, list[str]], body: bytes, headers: Any) -> _Response:
@@ -1784,11 +1869,21 @@ class ComfyUIStandIn:
         })
 
     def _get_object_info(self, query: dict[str, list[str]], body: bytes, headers: Any) -> _Response:
-        return _json({name: spec.object_info() for name, spec in self._specs.items()})
+        # The real server's whole node list (what the UI-format converter reads), with the
+        # nodes this stand-in runs described by its own table: the same as recorded, except
+        # file lists (LoadImage) that follow this stand-in's folders.
+        info = dict(_recorded_object_info())
+        info.update((name, spec.object_info()) for name, spec in self._specs.items())
+        return _json(self._files.with_file_lists(info))
 
     def _get_object_info_item(self, class_type: str) -> _Response:
         spec = self._specs.get(class_type)
-        return _json({class_type: spec.object_info()} if spec else {})
+        return _json(self._files.with_file_lists({class_type: spec.object_info()} if spec else {}))
+
+    def _post_upload(self, body: bytes, headers: Any, upload: Callable[..., Any]) -> _Response:
+        """POST /upload/image or /upload/mask: the JSON answer, or an empty 400."""
+        status, answer = upload(body, headers.get("Content-Type"))
+        return _json(answer) if answer is not None else _empty(status)
 
     def _get_models_folder(self, folder: str) -> _Response:
         return _json(self.models) if folder == "checkpoints" else _empty(404)

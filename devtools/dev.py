@@ -10,7 +10,9 @@ one that runs in Lambda.
 Environment: PORT (API, default 3000), MOTO_PORT (default: a free port),
 COMFYUI_BASE_URL, STANDIN_DELAY (stand-in seconds per prompt, default 1.0),
 ARCHIVE_EVERY (seconds between scheduled runs, default: the template's rate;
-0 turns schedules off), LOCAL_API_KEY (enforce x-api-key where required).
+0 turns schedules off), LOCAL_API_KEY (enforce x-api-key where required),
+WATCHER (0: no live watcher; default on: WatcherFunction runs in a child process,
+restarted on its schedule's ticks, and is stopped with the stack).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import logging
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -41,6 +44,10 @@ WORKFLOWS_DIR = REPO_ROOT / "workflows"
 COMFYUI_PARAMETER = "ComfyUIBaseUrl"
 PUBLIC_URL_PARAMETER = "ComfyUIPublicUrl"
 DEFAULT_SCHEDULE_SECONDS = 60.0  # for cron expressions, which are not replayed exactly
+# Runs for minutes per invocation: in a child process (devtools/watcher_runner.py), never on
+# the stack's in-process invoker, which runs one handler at a time.
+WATCHER_FUNCTION = "WatcherFunction"
+STANDIN_PROGRESS_STEPS = 10
 
 
 def aws_environment(endpoint: str) -> dict[str, str]:
@@ -96,6 +103,8 @@ class LocalStack:
         host: str = "127.0.0.1",
         schedule_every: float | None = None,
         api_key: str | None = None,
+        watch: bool = False,
+        watcher_log: Any = None,
     ) -> None:
         self.port = port
         self.comfyui_base_url = comfyui_base_url
@@ -108,6 +117,11 @@ class LocalStack:
         self.schedule_every = schedule_every
         # x-api-key the local API enforces where the template requires one; None: not enforced.
         self.api_key = api_key
+        # The live watcher in a child process; its output goes to `watcher_log` (a file
+        # object; None: this process's stderr).
+        self.watch = watch
+        self.watcher_log = watcher_log
+        self.watcher: subprocess.Popen[bytes] | None = None
 
         self.standin: Any = None  # ComfyUIStandIn when we started one
         self.template: Template | None = None  # read once per start, with this stack's parameters
@@ -162,6 +176,7 @@ class LocalStack:
         if self.scheduler is not None:
             self.scheduler.stop()
             self.scheduler = None
+        self.stop_watcher()
         if self.lambda_api is not None:
             self.lambda_api.stop()
             self.lambda_api = None
@@ -198,14 +213,46 @@ class LocalStack:
         self._environment.enter_context(patched_environ(aws_environment(self.moto_endpoint)))
 
     def _start_schedules(self, template: Template) -> None:
+        if self.watch:
+            self.start_watcher()
         if self.schedule_every == 0 or self.lambda_api is None:
             return
         timed = [
             (schedule, self.schedule_every or rate_seconds(schedule.expression) or DEFAULT_SCHEDULE_SECONDS)
             for schedule in template.schedules()
+            if schedule.function_id != WATCHER_FUNCTION
         ]
         if timed:
             self.scheduler = Scheduler(self.lambda_api, timed).start()
+
+    def start_watcher(self) -> None:
+        """WatcherFunction in a child process with its own environment (as in Lambda), on its
+        schedule's ticks; a no-op when the template has none (LiveWatcher off)."""
+        assert self.template is not None
+        schedule = next((s for s in self.template.schedules() if s.function_id == WATCHER_FUNCTION), None)
+        if schedule is None or self.watcher is not None:
+            return
+        function = self.template.function(WATCHER_FUNCTION)
+        tick = rate_seconds(schedule.expression) or DEFAULT_SCHEDULE_SECONDS
+        module = ".".join((*function.code_uri.relative_to(self.template.root).parts, "app"))
+        environment = {**self.child_environment(WATCHER_FUNCTION), "PYTHONUNBUFFERED": "1"}
+        self.watcher = subprocess.Popen(
+            [sys.executable, "-m", "devtools.watcher_runner", module, str(function.timeout), str(tick)],
+            env=environment, cwd=str(self.template.root), stdin=subprocess.DEVNULL,
+            stdout=self.watcher_log, stderr=self.watcher_log,
+        )
+
+    def stop_watcher(self) -> None:
+        """End the watcher process (its lease lapses by itself). Safe when none runs."""
+        process, self.watcher = self.watcher, None
+        if process is None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
     def _start_standin(self) -> str:
         # Imported here so a run against a real ComfyUI does not need it.
@@ -215,6 +262,8 @@ class LocalStack:
         self.standin = ComfyUIStandIn(
             root_dir=self._tmp_dir, host=self.host, delay=self.standin_delay
         ).start()
+        # Step progress on the socket during each prompt's work, as a sampler reports it.
+        self.standin.ws.progress_steps = STANDIN_PROGRESS_STEPS
         return str(self.standin.base_url)
 
     def _load_template(self, comfyui_url: str) -> Template:
@@ -338,6 +387,7 @@ def banner(stack: LocalStack) -> str:
         f"Moto:      {stack.moto_endpoint} (AWS_ENDPOINT_URL)",
         f"Lambda:    {stack.lambda_api.url if stack.lambda_api else '-'} (AWS_ENDPOINT_URL_LAMBDA)",
         f"Schedules: {schedules}",
+        f"Watcher:   {'pid ' + str(stack.watcher.pid) + ' (WatcherFunction, own process)' if stack.watcher else 'off'}",
         f"Try:       curl -s {stack.api_url}/api/workflows",
         "Ctrl-C to stop.",
     ])
@@ -376,6 +426,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             schedule_every=float(os.environ["ARCHIVE_EVERY"]) if os.environ.get("ARCHIVE_EVERY") else None,
             # Read here only: library code (LocalStack, LocalApi) takes it as an argument.
             api_key=os.environ.get("LOCAL_API_KEY") or None,
+            watch=os.environ.get("WATCHER", "1") != "0",
         ) as stack:
             print(banner(stack), flush=True)
             while not stop.wait(0.5):  # a timed wait keeps signal delivery prompt

@@ -56,6 +56,11 @@ _UNSET = (
     "WEBHOOK_ALLOW_HTTP",
     "WEBHOOK_MAX_ATTEMPTS",
     "WEBHOOK_TIMEOUT",
+    # The live watcher and the prompt-state table: off unless a test turns them on.
+    "PROMPT_STATE_TABLE",
+    "PROMPT_STATE_EXPIRY_SECONDS",
+    "WATCHER_CLIENT_ID",
+    "WATCHER_TICK_SECONDS",
 )
 
 # A running LocalStack (module-scoped e2e fixtures) points its in-process handlers at its moto

@@ -7,6 +7,8 @@ import uuid
 
 import pytest
 
+from comfy_core import jobs
+from comfy_core.config import get_settings
 from comfy_core.workflows import get_store
 from functions.run_workflow.app import lambda_handler
 from tests.support.handlers import event, invoke
@@ -194,3 +196,29 @@ def test_submitted_event_can_be_switched_off(s3, comfy, monkeypatch):
     get_settings.cache_clear()
     assert run("text_label", {"prompt": "x"})[0] == 200
     assert len(sent) == 1
+
+
+def test_with_the_live_watcher_prompts_go_out_under_its_client_id_and_answers_keep_theirs(
+        s3, comfy, monkeypatch):
+    """Routing (issue 12): ComfyUI sends a prompt's messages only to the socket of its
+    client_id, so every prompt is submitted under the watcher's; the caller still gets the
+    client_id it sent (or the one made up for it), also from a keyed retry."""
+    monkeypatch.setenv("WATCHER_CLIENT_ID", "stack-watcher")
+    get_settings.cache_clear()
+    comfy.routes[("POST", "/prompt")] = PROMPT_OK
+    status, body = run("text_label", {"prompt": "x", "client_id": "my-socket"})
+    assert status == 200 and body["client_id"] == "my-socket"
+    sent = submitted(comfy)
+    assert sent["client_id"] == "stack-watcher"
+    assert sent["extra_data"]["comfy_serverless"]["client_id"] == "my-socket"
+    # A keyed retry that finds the prompt queued answers with the first answer's client_id.
+    item = [7, sent["prompt_id"], sent["prompt"], {"client_id": "stack-watcher", **sent["extra_data"]}, []]
+    assert jobs._submitted_before(FakeQueue(item), sent["prompt_id"])["client_id"] == "my-socket"
+
+
+class FakeQueue:
+    def __init__(self, item: list) -> None:
+        self.item = item
+
+    def queue(self) -> dict:
+        return {"queue_running": [self.item], "queue_pending": []}

@@ -30,6 +30,7 @@ def test_sample_event_gets_a_successful_answer(function, s3, comfy, monkeypatch)
         ("GET", "/history"): (200, recording("history_max_items_1")),
         ("GET", f"/history/{PID}"): (200, recording("history_id_success_preview")),
         ("POST", "/prompt"): (200, recording("prompt_success")),
+        ("GET", "/object_info"): (200, recording("object_info_full")),
     })
     status, body = invoke(function, event(function))
     assert status == (201 if function == "uploads" else 200), body

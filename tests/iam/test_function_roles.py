@@ -14,6 +14,9 @@ What moto 5.2.5 authorizes (verified; see tests/support/iam_moto.py):
 - S3: action and resource, as AWS names them (GetObjectVersion for a GetObject with
   versionId, PutObject for every multipart step, GetObject for HEAD).
 - SQS: action and queue ARN. STS AssumeRole: caller policy and trust policy.
+- Presigned S3 requests (the upload PUT): moto reads only the Authorization header and
+  crashes on them; the tier's server checks the query signature (key, signed headers, expiry)
+  and then authorizes the signing role's session for the action, as S3 does.
 - DynamoDB, EventBridge, SSM, Lambda: moto checks only the action, against resource ``*``,
   and names Invoke ``lambda:Invoke``; the tier's server supplies the table, bus, parameter
   and function ARN and the IAM action name, so these are checked by action and resource too.
@@ -46,6 +49,7 @@ from botocore.exceptions import ClientError
 
 from comfy_core.errors import StorageError
 from devtools.comfyui_standin import ComfyUIStandIn
+from devtools.standin_inputs import encode_pixels
 from devtools.template import ACCOUNT_ID, REGION
 from tests.support.handlers import event
 from tests.support.iam import SECRET_VALUES, SWITCHES, IamStack, RoleRun, code_folders
@@ -324,6 +328,81 @@ def test_rejected_job_goes_to_the_dead_letter_queue(stack: IamStack) -> None:
     bodies = [json.loads(m["Body"]) for m in admin_sqs.receive_message(
         QueueUrl=dlq_url, MaxNumberOfMessages=10).get("Messages", [])]
     assert job in bodies
+
+
+# -- input images: presigned by one role, read (or deleted) by the others -------------------------
+def image_bytes() -> bytes:
+    """A small real PNG (8x8 grey)."""
+    return encode_pixels(8, 8, "RGB", bytes(range(64)) * 3)
+
+
+def presigned_upload(stack: IamStack, data: bytes, content_type: str = "image/png") -> tuple[str, RoleRun]:
+    """POST /api/uploads under UploadsFunction's role, then the client's PUT with the URL it
+    signed: the PUT is authorized as that role's session. The upload id, and the PUT's run."""
+    evt = event("uploads", body=json.dumps({"filename": "photo.png", "content_type": content_type,
+                                            "size": len(data)}))
+    answer, signer = run(stack, "UploadsFunction", evt)
+    assert answer["statusCode"] == 201, answer
+    assert signer.decisions == []  # signing is local: no AWS call
+    grant = body(answer)
+    since = stack.server.log_size()
+    put = requests.put(grant["upload_url"], data=data, headers=grant["headers"], timeout=10)
+    assert put.status_code == 200, put.text
+    signer.decisions = [d for d in stack.server.decisions(since) if d.principal == signer.principal]
+    return grant["upload_id"], signer
+
+
+def test_an_upload_is_written_with_the_uploads_role_and_read_by_the_runners(stack: IamStack) -> None:
+    images = arn(stack, "ImageBucket")
+    upload_id, put = presigned_upload(stack, image_bytes())
+    assert_allowed(put, ("s3:PutObject", f"{images}/inputs/{upload_id}"))
+
+    evt = event("run_workflow", pathParameters={"workflow_name": "img2img_invert"},
+                body=json.dumps({"image": {"upload_id": upload_id}}))
+    answer, role_run = run(stack, "RunWorkflowFunction", evt)
+    assert answer["statusCode"] == 200, answer
+    assert_allowed(role_run, ("s3:GetObject", f"{images}/inputs/{upload_id}"),
+                   ("s3:GetObject", f"{arn(stack, 'WorkflowBucket')}/workflows/img2img_invert.json"),
+                   *comfyui_token(stack))
+
+    bucket = stack.physical["ImageBucket"]["Ref"]
+    job = unique({"workflow": "img2img_invert", "image": {"s3": f"s3://{bucket}/inputs/{upload_id}"}})
+    result, job_run = run(stack, "RunJobFunction", job)
+    assert result["status"] == "success", result
+    assert_allowed(job_run, ("s3:GetObject", f"{images}/inputs/{upload_id}"),
+                   *job_expectations(stack, "img2img_invert"))
+
+
+def test_the_presigned_put_holds_to_what_was_signed(stack: IamStack) -> None:
+    """The URL signs the key, type and size: another size, another type or another key under
+    the same signature is refused; only the signed request writes."""
+    data = image_bytes()
+    evt = event("uploads", body=json.dumps({"filename": "photo.png", "content_type": "image/png",
+                                            "size": len(data)}))
+    grant = body(run(stack, "UploadsFunction", evt)[0])
+    url, headers = grant["upload_url"], grant["headers"]
+    other_key = url.replace(grant["upload_id"], "0" * 32)
+    refused = [requests.put(url, data=data + b"x", headers=headers, timeout=10),
+               requests.put(url, data=data, headers={"Content-Type": "image/jpeg"}, timeout=10),
+               requests.put(other_key, data=data, headers=headers, timeout=10)]
+    assert [answer.status_code for answer in refused] == [403, 403, 403]
+    admin_s3, bucket = stack.server.admin_client("s3"), stack.physical["ImageBucket"]["Ref"]
+    listed = admin_s3.list_objects_v2(Bucket=bucket, Prefix=f"inputs/{grant['upload_id']}").get("KeyCount")
+    assert listed == 0
+
+
+def test_an_upload_that_is_no_image_is_deleted_under_the_run_role(stack: IamStack) -> None:
+    images, bucket = arn(stack, "ImageBucket"), stack.physical["ImageBucket"]["Ref"]
+    upload_id, _ = presigned_upload(stack, b"this is not an image\n")
+    evt = event("run_workflow", pathParameters={"workflow_name": "img2img_invert"},
+                body=json.dumps({"image": {"upload_id": upload_id}}))
+    answer, role_run = run(stack, "RunWorkflowFunction", evt)
+    assert answer["statusCode"] == 415, answer
+    assert_allowed(role_run, ("s3:GetObject", f"{images}/inputs/{upload_id}"),
+                   ("s3:DeleteObject", f"{images}/inputs/{upload_id}"))
+    with pytest.raises(ClientError) as gone:
+        stack.server.admin_client("s3").head_object(Bucket=bucket, Key=f"inputs/{upload_id}")
+    assert gone.value.response["Error"]["Code"] == "404"
 
 
 # -- webhooks: the secret is read by the archiver, under its role --------------------------------

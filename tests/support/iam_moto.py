@@ -13,10 +13,14 @@ moto checks a signed request against the caller's policies once IAM authorizatio
   where IAM says ``lambda:InvokeFunction``.
 - Condition blocks are not evaluated (only StringEquals against values moto collects for
   trust policies): the ``s3:prefix`` condition on ListBucket is not checked.
+- A presigned S3 request (SigV4 in the query string, no Authorization header) crashes moto's
+  IAM check (a 500): it only reads the header.
 
 So this process teaches moto the resource of the calls comfy_core makes on the services
 moto leaves at ``*`` (DynamoDB items by table, PutEvents by bus, GetParameter by
-parameter, Invoke by function), maps Invoke to its IAM action, and logs every decision
+parameter, Invoke by function), maps Invoke to its IAM action, checks presigned requests as
+S3 does (the query signature of the signer's key, its expiry; then the signer's permissions
+for the action, as for any request), and logs every decision
 (principal, action, resource, allowed) as a JSON line, so a test sees denials that the
 code swallows (events, archiver requests and webhooks never raise).
 
@@ -108,6 +112,42 @@ class DecisionLog:
             self._file.flush()
 
 
+def _query_auth(path: str) -> dict[str, str] | None:
+    """The SigV4 query parameters of a presigned request's path, or None."""
+    query = path.partition("?")[2]
+    params = {key: unquote(value) for key, _, value in (pair.partition("=") for pair in query.split("&"))}
+    return params if "X-Amz-Signature" in params and "X-Amz-Credential" in params else None
+
+
+def _presigned_signature(request: Any, params: dict[str, str]) -> str:
+    """What S3 computes for a presigned request: botocore's own query signer over the request
+    as received (signed headers only, the query without the signature, unsigned payload)."""
+    from botocore.auth import S3SigV4QueryAuth
+    from botocore.awsrequest import AWSRequest
+
+    _, date, region, service, _ = params["X-Amz-Credential"].split("/")
+    path, _, query = request._path.partition("?")
+    unsigned = "&".join(pair for pair in query.split("&") if not pair.startswith("X-Amz-Signature="))
+    signed = params["X-Amz-SignedHeaders"].split(";")
+    headers = {name: value for name, value in request._headers.items() if name.lower() in signed}
+    host = next(value for name, value in request._headers.items() if name.lower() == "host")
+    aws_request = AWSRequest(method=request._method, url=f"http://{host}{path}?{unsigned}", headers=headers)
+    aws_request.context["timestamp"] = params["X-Amz-Date"]
+    auth = S3SigV4QueryAuth(request._access_key.create_credentials(), service, region,
+                            expires=int(params["X-Amz-Expires"]))
+    canonical = auth.canonical_request(aws_request)
+    return auth.signature(auth.string_to_sign(aws_request, canonical), aws_request)
+
+
+def _expired(params: dict[str, str]) -> bool:
+    import datetime
+
+    signed_at = datetime.datetime.strptime(params["X-Amz-Date"], "%Y%m%dT%H%M%SZ").replace(
+        tzinfo=datetime.timezone.utc)
+    ends = signed_at + datetime.timedelta(seconds=int(params["X-Amz-Expires"]))
+    return datetime.datetime.now(datetime.timezone.utc) > ends
+
+
 def install(log: DecisionLog) -> None:
     """Patch moto (this process only) as the module docstring says."""
     from moto.awslambda.responses import LambdaResponse
@@ -124,10 +164,35 @@ def install(log: DecisionLog) -> None:
 
     base = access_control.IAMRequestBase
     original_init, original_check = base.__init__, base.check_action_permitted
+    original_signature = base.check_signature
 
     def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        headers = kwargs["headers"]
+        params = _query_auth(kwargs["path"]) if headers.get("Authorization") is None else None
+        if params is not None:
+            # Moto reads the key, scope and session token from headers: give it those of the
+            # query, and check the signature against the query (check_signature below).
+            kwargs["headers"] = {
+                **dict(headers.items()),
+                "Authorization": f"AWS4-HMAC-SHA256 Credential={params['X-Amz-Credential']}, "
+                                 f"SignedHeaders={params['X-Amz-SignedHeaders']}, "
+                                 f"Signature={params['X-Amz-Signature']}",
+                **({"X-Amz-Security-Token": params["X-Amz-Security-Token"]}
+                   if "X-Amz-Security-Token" in params else {}),
+            }
+        self._query_auth = params
         original_init(self, *args, **kwargs)
         self._action = IAM_ACTION_NAMES.get(self._action, self._action)
+
+    def check_signature(self: Any) -> None:
+        params = self._query_auth
+        if params is None:
+            original_signature(self)
+            return
+        if _presigned_signature(self, params) != params["X-Amz-Signature"]:
+            self._raise_signature_does_not_match()
+        if _expired(params):
+            self._raise_access_denied()
 
     def check_action_permitted(self: Any, resource: str) -> None:
         principal = self._access_key.arn
@@ -139,6 +204,7 @@ def install(log: DecisionLog) -> None:
         log.write(principal, self._action, resource, True)
 
     base.__init__ = __init__  # type: ignore[method-assign]
+    base.check_signature = check_signature  # type: ignore[method-assign]
     base.check_action_permitted = check_action_permitted  # type: ignore[method-assign]
 
 

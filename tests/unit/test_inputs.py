@@ -168,6 +168,15 @@ def test_an_upload_is_read_from_s3_and_one_that_is_no_image_is_deleted(s3, setti
         inputs.spool(target({"upload_id": "c" * 32}), settings, allow_s3=False)
 
 
+def test_an_upload_over_the_byte_cap_is_refused_and_deleted(s3, settings) -> None:
+    """The signed size keeps a presigned PUT under MAX_INPUT_BYTES, but the cap may have been
+    lowered since: such an upload can never be used either, and is not kept."""
+    s3.put_object(Bucket=BUCKET, Key="inputs/" + "d" * 32, Body=PNG + b"\0" * settings.max_input_bytes)
+    with pytest.raises(inputs.InputTooLargeError):
+        inputs.spool(target({"upload_id": "d" * 32}), settings, allow_s3=False)
+    assert "Contents" not in s3.list_objects_v2(Bucket=BUCKET, Prefix="inputs/" + "d" * 32)
+
+
 def test_s3_references_are_for_jobs_and_only_under_the_input_prefix(s3, settings) -> None:
     s3.put_object(Bucket=BUCKET, Key="inputs/job/x.png", Body=PNG)
     ref = {"s3": f"s3://{BUCKET}/inputs/job/x.png"}

@@ -11,12 +11,11 @@ import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from devtools.comfyui_standin import ComfyUIStandIn, build_node_specs
-from tests.support.recordings import RECORDINGS, recorded_file, recording, recording_meta, workflow
+from tests.support.recordings import RECORDINGS, recording, recording_meta, workflow
 from tests.support.standin import TIMEOUT, UUID_RE, Client, normalise, only_entry
 from tests.support.waiting import wait_for
 
@@ -98,7 +97,10 @@ def recordings(pattern: str) -> list[str]:
     return sorted(p.name[: -len(".headers.json")] for p in RECORDINGS.glob(f"{pattern}.headers.json"))
 
 
-@pytest.mark.parametrize("name", [name for name in recordings("object_info_*") if name != "object_info_full"])
+# object_info_full is compared node by node below; the lists of input files after the
+# recorded uploads in test_standin_inputs.py, which makes those uploads first.
+@pytest.mark.parametrize("name", [name for name in recordings("object_info_*")
+                                  if name != "object_info_full" and not name.endswith("_after_uploads")])
 def test_object_info_matches_recording(client: Client, name: str) -> None:
     response = client.get(recording_meta(name)["path"])
     assert response.status_code == 200
@@ -363,32 +365,21 @@ def test_bad_regex_keeps_outputs_finished_before_the_error(client: Client) -> No
 
 # -- /view ----------------------------------------------------------------------------------
 
-VIEW_CASES = recordings("view_*")
-
-
-def input_file(meta: dict[str, Any]) -> Path | None:
-    """Where a recorded 200 for an input file (`type=input`) is, under input/; None otherwise."""
-    query = parse_qs(urlsplit(meta["path"]).query)
-    if meta["status"] != 200 or query.get("type") != ["input"]:
-        return None
-    return Path(query.get("subfolder", [""])[0]) / query["filename"][0]
+# Views of what the recorded input session made (uploads, pictures loaded and saved): that
+# session is replayed in order, and each of its views compared, in test_standin_inputs.py.
+INPUT_SESSION_PATTERNS = ("view_input_*", "view_mask_*", "view_load_image_*", "view_inpaint_*",
+                          "view_temp_upload")
+INPUT_SESSION_VIEWS = {name for pattern in INPUT_SESSION_PATTERNS for name in recordings(pattern)}
+VIEW_CASES = [name for name in recordings("view_*") if name not in INPUT_SESSION_VIEWS]
 
 
 @pytest.fixture
 def view_client(client: Client) -> tuple[Client, str]:
-    """A stand-in holding the files the recorded /view requests ask for. Outputs are made by
-    running the recorded prompts; an input file, which an upload made when recorded (the
-    stand-in has no upload route), is put in input/ with the recorded bytes."""
+    """A stand-in holding the files the recorded /view requests ask for, made by running
+    the recorded prompts."""
     client.run(recorded_request("prompt_success"))  # harness_save_00001_.png
     client.run(recorded_request("prompt_success_chain"))  # harness/chain_00001_.png
     _, preview = client.run(recorded_request("prompt_success_client_id_prompt_id"))
-    for name in VIEW_CASES:
-        meta = recording_meta(name)
-        where = input_file(meta)
-        if where is not None:
-            target = Path(client.standin.input_dir) / where
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(recorded_file(meta["body_file"]))
     return client, preview["outputs"]["2"]["images"][0]["filename"]
 
 
@@ -407,9 +398,7 @@ def test_view_status_codes_match_recordings(view_client: tuple[Client, str], nam
         for header in ("Content-Type", "Content-Disposition", "Etag", "Accept-Ranges"):
             assert header in response.headers
         assert response.headers["Content-Type"] == meta["headers"]["Content-Type"]
-    if meta["method"] == "GET" and input_file(meta) is not None:
-        assert response.content == recorded_file(meta["body_file"])  # served as uploaded
-    elif meta["method"] == "GET":
+    if meta["method"] == "GET":
         assert response.content.startswith(b"\x89PNG\r\n\x1a\n")  # the stand-in's own PNG
 
 

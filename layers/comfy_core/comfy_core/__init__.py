@@ -24,7 +24,7 @@ def reset_container_state() -> None:
         cached.cache_clear()
     # Modules of event-driven jobs: reset only when loaded, so a reset never imports them.
     lazy = {"triggers": "sqs_client", "idempotency": "persistence_layer", "netguard": "ssl_context",
-            "ui_workflows": "conversion_cache"}
+            "ui_workflows": "conversion_cache", "prompt_state": "dynamodb_client"}
     for module, name in lazy.items():
         if f"{__name__}.{module}" in sys.modules:
             getattr(sys.modules[f"{__name__}.{module}"], name).cache_clear()

@@ -28,7 +28,7 @@ import requests
 import urllib3.exceptions
 from aws_lambda_powertools.metrics import MetricUnit
 
-from . import events, notify, validation
+from . import events, notify, prompt_state, validation
 from .client import ComfyUIClient, get_client
 from .config import Settings, get_settings
 from .errors import (
@@ -485,11 +485,24 @@ def _write_manifest(
         return
     result.manifest_key = key
     logger.info("Prompt archived", extra=result.summary())
+    # Right after the manifest: a prompt with one is never swept again. Two archivers that
+    # reach the same prompt at once (the live watcher, the schedule, an API-triggered run)
+    # could both get here, so the announcement is claimed in the prompt-state table first:
+    # each prompt's events and webhook go out once, whoever wins.
+    if not prompt_state.claim_announcement(prompt_id, settings):
+        return
     if result.status != "nothing_to_archive":
         result.event_sent = _send_event(settings, result)
-    # Right after the manifest: a prompt with one is never swept again, so each prompt's
-    # Completed / Failed event (and webhook) goes out once.
     notify.prompt_finished(prompt_id, entry, _archive_detail(settings, result), settings)
+    _remember_duration(entry, settings)
+
+
+def _remember_duration(entry: dict[str, Any], settings: Settings) -> None:
+    """A successful run's time feeds the ETA of the same workflow's next runs."""
+    workflow = notify.origin(entry).get("workflow")
+    seconds = execution_time(entry)
+    if isinstance(workflow, str) and seconds is not None and not failed(entry):
+        prompt_state.record_duration(workflow, seconds, settings)
 
 
 # -- runs ------------------------------------------------------------------------------

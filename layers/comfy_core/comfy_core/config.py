@@ -104,6 +104,18 @@ class Settings:
     upload_expiry: int = 900
     input_url_allowlist: tuple[str, ...] = ()
     input_fetch_timeout: float = 20.0
+    # Live watcher (issue 12): the prompt-state table (progress, who announced a finished
+    # prompt, the watcher's lease; the fleet records each prompt's backend there too), how
+    # long its items live, and the client id every prompt is submitted under so that
+    # ComfyUI routes its messages to the watcher's socket. Empty table: no progress and no
+    # announcement guard (local runs without it behave as before); empty client id: prompts
+    # keep their own client id and only the schedule notices them.
+    prompt_state_table: str = ""
+    prompt_state_expiry: int = 7 * 86_400
+    watcher_client_id: str = ""
+    # Seconds between the watcher's scheduled starts: a running watcher hands over just
+    # after a tick, so the next one takes the socket without a gap.
+    watcher_tick_seconds: int = 60
 
     @classmethod
     def from_env(cls) -> "Settings":
@@ -150,6 +162,10 @@ class Settings:
             upload_expiry=min(max(_int("UPLOAD_EXPIRY_SECONDS", 900), 60), MAX_PRESIGN_EXPIRY),
             input_url_allowlist=_allowlist("INPUT_URL_ALLOWLIST"),
             input_fetch_timeout=max(1.0, _float("INPUT_FETCH_TIMEOUT", 20.0)),
+            prompt_state_table=os.environ.get("PROMPT_STATE_TABLE", "").strip(),
+            prompt_state_expiry=max(3600, _int("PROMPT_STATE_EXPIRY_SECONDS", 7 * 86_400)),
+            watcher_client_id=os.environ.get("WATCHER_CLIENT_ID", "").strip()[:128],
+            watcher_tick_seconds=min(max(_int("WATCHER_TICK_SECONDS", 60), 10), 3600),
         )
 
 

@@ -284,8 +284,11 @@ def spool(target: Target, settings: Settings, *, allow_s3: bool) -> Spooled:
             if kind == "base64":
                 _decode_base64(value, spool)
             elif kind == "upload_id":
-                source = _from_s3(spool, settings.image_bucket, upload_key(settings, value),
-                                  f"'{target.field}.upload_id' is unknown or expired")
+                # Known before reading: an upload refused while it is read (over the byte cap)
+                # is deleted too, not only one refused once read (no image, too many pixels).
+                source = {"Bucket": settings.image_bucket, "Key": upload_key(settings, value)}
+                _from_s3(spool, source["Bucket"], source["Key"],
+                         f"'{target.field}.upload_id' is unknown or expired")
             elif kind == "url":
                 _from_url(value, spool, settings)
             elif allow_s3:

@@ -7,7 +7,7 @@ import json
 import uuid
 from typing import Any
 
-from . import inputs, patcher, validation
+from . import inputs, patcher, ui_workflows, validation
 from .client import ComfyUIClient
 from .errors import BadRequestError, QueueFullError
 from .observability import logger
@@ -49,14 +49,22 @@ def _submitted_before(client: ComfyUIClient, prompt_id: str) -> dict[str, Any] |
         for item in queue.get(key) or []:
             if isinstance(item, list) and len(item) >= 2 and item[1] == prompt_id:
                 extra = item[3] if len(item) >= 4 and isinstance(item[3], dict) else {}
-                return _answer(prompt_id, item[0], {}, extra.get("client_id"))
+                return _answer(prompt_id, item[0], {}, _answered_client_id(extra))
     entry = client.history_entry(prompt_id)
     if entry is not None:
         item = entry.get("prompt")
         number = item[0] if isinstance(item, list) and item else None
         extra = item[3] if isinstance(item, list) and len(item) >= 4 and isinstance(item[3], dict) else {}
-        return _answer(prompt_id, number, {}, extra.get("client_id"))
+        return _answer(prompt_id, number, {}, _answered_client_id(extra))
     return None
+
+
+def _answered_client_id(extra: dict[str, Any]) -> Any:
+    """The client_id the first answer gave: ours in extra_data, else what ComfyUI holds."""
+    recorded = extra.get(EXTRA_DATA_KEY)
+    if isinstance(recorded, dict) and recorded.get("client_id"):
+        return recorded["client_id"]
+    return extra.get("client_id")
 
 
 def _answer(prompt_id: str, number: Any, node_errors: dict[str, Any], client_id: Any) -> dict[str, Any]:
@@ -91,7 +99,7 @@ def run_workflow(
     client_id = body.get("client_id")
     if client_id is not None and (not isinstance(client_id, str) or not 0 < len(client_id) <= 128):
         raise BadRequestError("'client_id' must be a string of 1-128 characters")
-    stored = store.load(name)
+    stored = ui_workflows.load_prompt(store, client, name)  # UI-format files are converted
     body, targets = inputs.take_targets(stored, body)
     workflow = patcher.apply_request(stored, body)
     if prompt_id is not None:
@@ -106,18 +114,23 @@ def run_workflow(
     workflow = inputs.apply(client, workflow, targets, client.settings, allow_s3=job is not None)
     client_id = client_id or f"comfy-serverless-{uuid.uuid4().hex[:12]}"
     prompt_id = prompt_id or str(uuid.uuid4())
-    extra_data = {EXTRA_DATA_KEY: {"workflow": name, **(job or {})}}
+    # Under the deployment's own client id when the live watcher is on, so ComfyUI sends
+    # this prompt's messages to the watcher's socket; the answer (and extra_data, for a
+    # keyed retry's answer) keeps the client's id.
+    routed = client.settings.watcher_client_id or client_id
+    kept = {"client_id": client_id} if routed != client_id else {}
+    extra_data = {EXTRA_DATA_KEY: {"workflow": name, **(job or {}), **kept}}
     logger.append_keys(prompt_id=prompt_id, workflow=name)
     if logger.isEnabledFor(10):  # DEBUG: the seed's two dumps, without paying for them otherwise
         logger.debug("=== Final Workflow JSON ===\n" + json.dumps(workflow, indent=2))
         logger.debug(
             "=== Request to ComfyUI ===\n"
             + json.dumps(
-                {"prompt": workflow, "client_id": client_id, "prompt_id": prompt_id, "extra_data": extra_data},
+                {"prompt": workflow, "client_id": routed, "prompt_id": prompt_id, "extra_data": extra_data},
                 indent=2,
             )
         )
-    answer = client.submit_prompt(workflow, client_id=client_id, prompt_id=prompt_id, extra_data=extra_data)
+    answer = client.submit_prompt(workflow, client_id=routed, prompt_id=prompt_id, extra_data=extra_data)
     node_errors = answer.get("node_errors") or {}
     if node_errors:
         # ComfyUI ran the valid outputs and dropped these: the client must see which.

@@ -11,7 +11,7 @@ from collections import OrderedDict
 from functools import lru_cache
 from typing import Any
 
-from . import answers, archive, deadline, status
+from . import answers, archive, deadline, prompt_state, status
 from .client import ComfyUIClient
 from .config import Settings, get_settings
 from .errors import NotFoundError, StorageError
@@ -132,11 +132,49 @@ def _finished_with_archive(client: ComfyUIClient, prompt_id: str, entry: dict[st
     return answer
 
 
+# What a completed answer whose files are still being copied tells the client: ask again
+# in this many seconds. The live watcher copies a prompt within about a second of its end;
+# without it the archiver was just asked (above), which takes a few seconds more.
+COPYING_RETRY_AFTER_SECONDS = 2
+
+
+def copy_state(answer: dict[str, Any], store: ImageArchive) -> dict[str, Any] | None:
+    """The `archive` object of a completed answer with images, when there is an archive:
+    `archived` once every file has a download_url or is settled (lost, a type not copied),
+    `copying` while the manifest is not written yet."""
+    if not store.settings.image_bucket or answer.get("status") not in ("completed", "error"):
+        return None
+    images = answer.get("images") or []
+    if not images:
+        return None
+    copying = not any(image.get("archived") or image.get("lost") for image in images) and \
+        any(image.get("type") in store.settings.archive_types for image in images)
+    if copying:
+        return {"status": "copying", "retry_after": COPYING_RETRY_AFTER_SECONDS}
+    return {"status": "archived", "retry_after": None}
+
+
+def task_status_response(client: ComfyUIClient, store: ImageArchive,
+                         prompt_id: str) -> tuple[int, dict[str, Any], dict[str, str]]:
+    """GET /api/task_status: the answer, with `Retry-After` while its files are copied."""
+    answer = task_status(client, store, prompt_id)
+    copy = copy_state(answer, store)
+    headers: dict[str, str] = {}
+    if copy is not None:
+        answer["archive"] = copy
+        if copy["retry_after"] is not None:
+            headers["Retry-After"] = str(copy["retry_after"])
+    return 200, answer, headers
+
+
 def task_status(client: ComfyUIClient, store: ImageArchive, prompt_id: str) -> dict[str, Any]:
     entry = client.history_entry(prompt_id)
     if entry is not None:
         return _finished_with_archive(client, prompt_id, entry, store)
     answer = status.queue_status(client, prompt_id)
+    if answer["status"] == "running" and store.settings.prompt_state_table:
+        # One GetItem: what the live watcher last wrote (null before its first write).
+        answer["progress"] = prompt_state.progress_answer(prompt_state.load(prompt_id, store.settings))
     if answer["status"] != "not_found":
         return answer
     manifest = store.manifest(prompt_id, required=True)
