@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import errno
 import os
 import shutil
 import signal
@@ -389,8 +390,23 @@ def banner(stack: LocalStack) -> str:
         f"Schedules: {schedules}",
         f"Watcher:   {'pid ' + str(stack.watcher.pid) + ' (WatcherFunction, own process)' if stack.watcher else 'off'}",
         f"Try:       curl -s {stack.api_url}/api/workflows",
+        "",
+        "For the AWS CLI (v1 or v2), boto3 and `make invoke` in another terminal:",
+        *(f"  export {name}={value}" for name, value in shell_environment(stack).items()),
+        "",
         "Ctrl-C to stop.",
     ])
+
+
+def shell_environment(stack: LocalStack) -> dict[str, str]:
+    """What another terminal needs to reach this stack: dummy credentials, the region, the
+    endpoints (every AWS service on moto, Lambda on the local Invoke API), and ComfyUI."""
+    values = {**aws_environment(stack.moto_endpoint)}
+    if stack.lambda_api is not None:
+        values["AWS_ENDPOINT_URL_LAMBDA"] = stack.lambda_api.url
+    values["COMFYUI_BASE_URL"] = stack.standin.base_url if stack.standin is not None else str(
+        stack.comfyui_base_url)
+    return values
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -432,7 +448,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             while not stop.wait(0.5):  # a timed wait keeps signal delivery prompt
                 pass
             print("Stopping...", flush=True)
-    except (OSError, TemplateError) as error:  # e.g. the port is taken, functions' env conflicts
+    except OSError as error:
+        if error.errno == errno.EADDRINUSE:
+            print(f"dev: port {args.port} (PORT) or {args.moto_port or 'a free port'} (MOTO_PORT) is "
+                  f"already in use: stop what holds it, or start with e.g. PORT={args.port + 1} make dev",
+                  file=sys.stderr)
+        else:
+            print(f"dev: {error}", file=sys.stderr)
+        return 1
+    except TemplateError as error:  # e.g. the functions' environments conflict
         print(f"dev: {error}", file=sys.stderr)
         return 1
     finally:

@@ -75,3 +75,45 @@ def test_ctrl_c_stops_everything_and_a_second_start_is_clean() -> None:
         # Nothing it started keeps running: the API, moto and the stand-in ports are closed.
         for url in (api, moto, standin):
             assert not port_open(int(url.rsplit(":", 1)[1].split("/")[0])), url
+
+
+def test_the_printed_exports_reach_the_stack_from_another_terminal() -> None:
+    """The `export ...` lines make boto3 (and so the AWS CLI and `make invoke`) work against
+    the running stack: run them in a clean shell and list the buckets, invoke a function."""
+    port = free_port()
+    dev = DevProcess(port)
+    try:
+        wait_for(dev.ready, 60, what="dev start")
+        exports = [line.strip() for line in dev.lines if line.strip().startswith("export ")]
+        names = {line.split()[1].split("=")[0] for line in exports}
+        assert {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL",
+                "AWS_ENDPOINT_URL_LAMBDA", "COMFYUI_BASE_URL"} <= names
+        script = "\n".join([
+            *exports,
+            f'"{sys.executable}" -c "import boto3; print(sorted(b[\'Name\'] for b in '
+            f'boto3.client(\'s3\').list_buckets()[\'Buckets\']))"',
+            f'"{sys.executable}" -m devtools.invoke ListWorkflowsFunction -e events/list_workflows.json',
+        ])
+        clean = {key: value for key, value in os.environ.items() if not key.startswith(("AWS_", "COMFYUI_"))}
+        done = subprocess.run(["bash", "-c", script], cwd=ROOT, env=clean, capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        buckets, answer = done.stdout.strip().splitlines()[-2:]
+        assert "workflowbucket" in buckets.lower()
+        assert "starting moto" not in done.stderr  # it used the running stack, not one of its own
+        assert "empty_save" in answer
+    finally:
+        dev.process.send_signal(signal.SIGINT)
+        dev.process.wait(timeout=30)
+
+
+def test_a_port_in_use_is_named_with_the_variable_that_changes_it() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        dev = DevProcess(port)
+        assert dev.process.wait(timeout=60) == 1
+    wait_for(lambda: any("already in use" in line for line in dev.lines), 5, what="the message")
+    message = next(line for line in dev.lines if "already in use" in line)
+    assert f"port {port} (PORT)" in message and f"PORT={port + 1} make dev" in message
