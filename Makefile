@@ -13,7 +13,7 @@ BUILD_DIR ?= .aws-sam/build
 export SAM_CLI_TELEMETRY := 0
 export AWS_DEFAULT_REGION ?= us-east-1
 
-.PHONY: help dev test unit functional e2e iam lint validate build bench clean invoke
+.PHONY: help dev test unit functional e2e iam lint validate build bench clean invoke chromium
 
 help:
 	@echo "make dev         run the whole API locally (moto S3 + ComfyUI stand-in unless COMFYUI_BASE_URL)"
@@ -26,7 +26,7 @@ help:
 	@echo "make bench       benchmarks into docs/benchmarks.md"
 	@echo "make clean       remove virtualenvs and build output"
 
-$(VENV)/.stamp: requirements-dev.txt layers/comfy_core/requirements.txt
+$(VENV)/.stamp: requirements-dev.txt layers/comfy_core/requirements.txt functions/docs/requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
@@ -43,7 +43,7 @@ dev: $(VENV)/.stamp
 
 # The template and the build are checked first, so the last thing `make test` prints is
 # the test summary, not sam's banner.
-test: lint
+test: lint chromium
 	$(MAKE) --no-print-directory validate build
 	$(PY) -m pytest tests
 
@@ -53,8 +53,16 @@ unit: $(VENV)/.stamp
 functional: $(VENV)/.stamp
 	$(PY) -m pytest tests/functional
 
-e2e: $(VENV)/.stamp
+e2e: $(VENV)/.stamp chromium
 	$(PY) -m pytest tests/e2e
+
+# Debian's chromium for the Swagger UI browser test (Playwright drives it; it downloads no
+# browser). Installed when missing and apt-get can (CI runs as root); elsewhere the test skips,
+# except under CI=true, where it fails.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] \
+		&& apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+		|| echo "make: no chromium (apt-get install chromium): tests/e2e/test_docs_browser.py will skip" >&2
 
 # sam local invoke without Docker: the function's handler with the template's environment,
 # against the running `make dev` stack (its exported AWS_... lines) or a stack of its own.

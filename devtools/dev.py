@@ -5,14 +5,21 @@ Starts, in one process: a moto server, a ComfyUI stand-in (unless
 the real handlers from ``template.yaml``, the Lambda Invoke API for functions
 that invoke each other, and the template's schedules. Handlers reach them
 through ``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_LAMBDA``, so their code is the
-one that runs in Lambda.
+one that runs in Lambda. The template's event sources work too
+(devtools/local_triggers.py): the jobs queue is polled like Lambda's event source
+mapping, and events put on the local bus (S3's "Object Created" among them) run the
+functions whose EventBridge rules match.
 
 Environment: PORT (API, default 3000), MOTO_PORT (default: a free port),
 COMFYUI_BASE_URL, STANDIN_DELAY (stand-in seconds per prompt, default 1.0),
 ARCHIVE_EVERY (seconds between scheduled runs, default: the template's rate;
 0 turns schedules off), LOCAL_API_KEY (enforce x-api-key where required),
 WATCHER (0: no live watcher; default on: WatcherFunction runs in a child process,
-restarted on its schedule's ticks, and is stopped with the stack).
+restarted on its schedule's ticks, and is stopped with the stack), SQS_RETRY_SECONDS
+(seconds before a failed queue message or event invocation is tried again; default: as
+in AWS, the queue's VisibilityTimeout and Lambda's one and two minutes), VERBOSE (1: the
+functions' own JSON logs and metrics too; by default one line per request, and only the
+functions' warnings and errors).
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ import boto3
 from botocore.exceptions import ClientError
 
 from devtools.local_api import PROCESS_CACHED_PACKAGE, LocalApi, LocalLambda, patched_environ
+from devtools.local_triggers import LocalTriggers
 from devtools.template import REGION, Schedule, Template, TemplateError, rate_seconds
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -49,6 +57,9 @@ DEFAULT_SCHEDULE_SECONDS = 60.0  # for cron expressions, which are not replayed 
 # the stack's in-process invoker, which runs one handler at a time.
 WATCHER_FUNCTION = "WatcherFunction"
 STANDIN_PROGRESS_STEPS = 10
+# What the functions run with when their own logs are off: their warnings and errors still
+# show, their INFO lines and metric blobs (EMF JSON on stdout) do not.
+QUIET_FUNCTIONS = {"POWERTOOLS_LOG_LEVEL": "WARNING", "POWERTOOLS_METRICS_DISABLED": "true"}
 
 
 def aws_environment(endpoint: str) -> dict[str, str]:
@@ -106,6 +117,9 @@ class LocalStack:
         api_key: str | None = None,
         watch: bool = False,
         watcher_log: Any = None,
+        parameter_overrides: dict[str, str] | None = None,
+        retry_seconds: float | None = None,
+        function_logs: bool = True,
     ) -> None:
         self.port = port
         self.comfyui_base_url = comfyui_base_url
@@ -123,6 +137,15 @@ class LocalStack:
         self.watch = watch
         self.watcher_log = watcher_log
         self.watcher: subprocess.Popen[bytes] | None = None
+        # Template parameters beyond the ComfyUI ones this stack sets itself.
+        self.parameter_overrides = dict(parameter_overrides or {})
+        # A failed queue message / event invocation is tried again after this many
+        # seconds; None: the queue's VisibilityTimeout and Lambda's delays, as in AWS.
+        self.retry_seconds = retry_seconds
+        self.triggers: LocalTriggers | None = None
+        # The functions' own JSON logs (at the template's LogLevel) and metrics; False:
+        # their warnings and errors only (`make dev` without VERBOSE=1).
+        self.function_logs = function_logs
 
         self.standin: Any = None  # ComfyUIStandIn when we started one
         self.template: Template | None = None  # read once per start, with this stack's parameters
@@ -154,8 +177,10 @@ class LocalStack:
             self.template = template = self._load_template(comfyui_url)
             self._create_buckets(template)
             self._create_tables(template)
+            self._create_queues(template)
             self._upload_workflows(template)
-            self.api = LocalApi(template, host=self.host, port=self.port, api_key=self.api_key)
+            self.api = LocalApi(template, self.function_overrides(), host=self.host, port=self.port,
+                                api_key=self.api_key)
             # Function-to-function calls (lambda.invoke) reach the same handlers.
             self.lambda_api = LocalLambda(self.api.invoker, host=self.host).start()
             self._environment.enter_context(patched_environ({"AWS_ENDPOINT_URL_LAMBDA": self.lambda_api.url}))
@@ -163,6 +188,9 @@ class LocalStack:
             # (maybe stopped) moto and ComfyUI: start like a new deployment.
             reset_container_state()
             self._start_schedules(template)
+            self.triggers = LocalTriggers(
+                template, self.api.invoker.invoke, self.client, retry_seconds=self.retry_seconds
+            ).start()
             self.api.start()
         except BaseException:
             self.stop()  # never leave half a stack running
@@ -174,6 +202,9 @@ class LocalStack:
         if self.api is not None:
             self.api.stop()  # harmless when it never started
             self.api = None
+        if self.triggers is not None:
+            self.triggers.stop()
+            self.triggers = None
         if self.scheduler is not None:
             self.scheduler.stop()
             self.scheduler = None
@@ -236,12 +267,17 @@ class LocalStack:
         function = self.template.function(WATCHER_FUNCTION)
         tick = rate_seconds(schedule.expression) or DEFAULT_SCHEDULE_SECONDS
         module = ".".join((*function.code_uri.relative_to(self.template.root).parts, "app"))
-        environment = {**self.child_environment(WATCHER_FUNCTION), "PYTHONUNBUFFERED": "1"}
+        environment = {**self.child_environment(WATCHER_FUNCTION), **self.function_overrides(),
+                       "PYTHONUNBUFFERED": "1"}
         self.watcher = subprocess.Popen(
             [sys.executable, "-m", "devtools.watcher_runner", module, str(function.timeout), str(tick)],
             env=environment, cwd=str(self.template.root), stdin=subprocess.DEVNULL,
             stdout=self.watcher_log, stderr=self.watcher_log,
         )
+
+    def function_overrides(self) -> dict[str, str]:
+        """Variables every function runs with on top of the template's."""
+        return {} if self.function_logs else dict(QUIET_FUNCTIONS)
 
     def stop_watcher(self) -> None:
         """End the watcher process (its lease lapses by itself). Safe when none runs."""
@@ -273,7 +309,8 @@ class LocalStack:
         # (deployed, `url` stays null unless ComfyUIPublicUrl is set).
         public_url = os.environ.get("COMFYUI_PUBLIC_URL") or comfyui_url
         template = Template.load(
-            self.template_path, {COMFYUI_PARAMETER: comfyui_url, PUBLIC_URL_PARAMETER: public_url}
+            self.template_path,
+            {**self.parameter_overrides, COMFYUI_PARAMETER: comfyui_url, PUBLIC_URL_PARAMETER: public_url},
         )
         if COMFYUI_PARAMETER not in template.parameters:
             logging.getLogger("dev").warning(
@@ -339,7 +376,27 @@ class LocalStack:
                     "BucketAlreadyOwnedByYou", "BucketAlreadyExists"
                 ):
                     raise
+            if bucket.versioned:
+                s3.put_bucket_versioning(Bucket=bucket.name, VersioningConfiguration={"Status": "Enabled"})
+            if bucket.eventbridge:  # moto then sends "Object Created" ... to the buses' rules
+                s3.put_bucket_notification_configuration(
+                    Bucket=bucket.name, NotificationConfiguration={"EventBridgeConfiguration": {}})
             self.buckets[bucket.logical_id] = bucket.name
+
+    def _create_queues(self, template: Template) -> None:
+        """The template's queues with their attributes (the redrive policy among them:
+        moto moves a message to the dead-letter queue after maxReceiveCount receives)."""
+        sqs = self.client("sqs")
+        for queue in template.queues():
+            try:
+                sqs.create_queue(QueueName=queue.name, Attributes=queue.attributes)
+            except ClientError as error:
+                # A second stack in this process, maybe with other parameters: same queue, its
+                # attributes as this template says.
+                if "QueueAlreadyExists" not in error.response["Error"]["Code"]:
+                    raise
+                if queue.attributes:
+                    sqs.set_queue_attributes(QueueUrl=queue.url, Attributes=queue.attributes)
 
     def _upload_workflows(self, template: Template) -> None:
         bucket, prefix = workflow_location(template)
@@ -388,6 +445,7 @@ def banner(stack: LocalStack) -> str:
         f"Moto:      {stack.moto_endpoint} (AWS_ENDPOINT_URL)",
         f"Lambda:    {stack.lambda_api.url if stack.lambda_api else '-'} (AWS_ENDPOINT_URL_LAMBDA)",
         f"Schedules: {schedules}",
+        f"Triggers:  {stack.triggers.describe() if stack.triggers else 'off'}",
         f"Watcher:   {'pid ' + str(stack.watcher.pid) + ' (WatcherFunction, own process)' if stack.watcher else 'off'}",
         f"Try:       curl -s {stack.api_url}/api/workflows",
         "",
@@ -414,18 +472,17 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "3000")))
     parser.add_argument("--moto-port", type=int, default=int(os.environ.get("MOTO_PORT", "0")))
     parser.add_argument("--template", default=str(DEFAULT_TEMPLATE))
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-v", "--verbose", action="store_true", default=os.environ.get("VERBOSE", "0") not in ("", "0"),
+                        help="the functions' JSON logs and metrics too (VERBOSE=1)")
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-    )
-    # Quiet the per-request chatter of moto and botocore; keep the handlers' own logs.
-    for noisy in ("werkzeug", "botocore", "urllib3"):
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    # Quiet the per-request chatter of moto, botocore and the stand-in's sockets: the local
+    # API's one line per request says what happened.
+    for noisy in ("werkzeug", "botocore", "urllib3", "websockets"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # Powertools warns on every read-only invocation (no metric added); pytest filters it too.
     warnings.filterwarnings("ignore", message="No application metrics to publish")
@@ -443,6 +500,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             # Read here only: library code (LocalStack, LocalApi) takes it as an argument.
             api_key=os.environ.get("LOCAL_API_KEY") or None,
             watch=os.environ.get("WATCHER", "1") != "0",
+            retry_seconds=float(os.environ["SQS_RETRY_SECONDS"]) if os.environ.get("SQS_RETRY_SECONDS") else None,
+            function_logs=args.verbose,
         ) as stack:
             print(banner(stack), flush=True)
             while not stop.wait(0.5):  # a timed wait keeps signal delivery prompt

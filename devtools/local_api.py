@@ -513,31 +513,35 @@ class LocalApi(_BackgroundServer):
 
     def handle(self, request: HttpRequest) -> HttpResponse:
         """One request end to end; separate from the socket code so tests can call it."""
+        started = time.monotonic()
+        function_id, response = self._answer(request)
+        # The one line per request `make dev` prints (the gateway's own answers say "-").
+        log.info("%s %s -> %s %s (%.0f ms)", request.method, request.raw_path, function_id or "-",
+                 response.status, (time.monotonic() - started) * 1000)
+        return response
+
+    def _answer(self, request: HttpRequest) -> tuple[str | None, HttpResponse]:
+        """(the function that answered, or None when the gateway did; the response)."""
         match = find_route(self.routes, request.method, request.raw_path)
         if match is None:
             # REST APIs answer an unknown path, or a known path with a method it does not
             # have, with this 403 (not 404/405) unless GatewayResponses change it.
-            return self.gateway_answer("MISSING_AUTHENTICATION_TOKEN", HTTPStatus.FORBIDDEN,
-                                       MISSING_TOKEN["message"])
+            return None, self.gateway_answer("MISSING_AUTHENTICATION_TOKEN", HTTPStatus.FORBIDDEN,
+                                             MISSING_TOKEN["message"])
         route = match.route
         if route.api_key_required and self.api_key is not None:
             sent = {name.lower(): value for name, value in request.headers}.get("x-api-key")
             if sent != self.api_key:
-                return self.gateway_answer("INVALID_API_KEY", HTTPStatus.FORBIDDEN, FORBIDDEN["message"])
+                return None, self.gateway_answer("INVALID_API_KEY", HTTPStatus.FORBIDDEN,
+                                                 FORBIDDEN["message"])
 
         event = build_event(request, route, match.path_parameters)
-        started = time.monotonic()
         try:
-            response = proxy_response(self.invoker.invoke(route.function_id, event))
+            return route.function_id, proxy_response(self.invoker.invoke(route.function_id, event))
         except Exception:  # noqa: BLE001 - any handler failure is a 502 at the gateway
             log.error("%s failed:\n%s", route.function_id, traceback.format_exc())
-            response = self.gateway_answer("INTEGRATION_FAILURE", HTTPStatus.BAD_GATEWAY,
-                                           INTERNAL_ERROR["message"])
-        log.info(
-            "%s %s -> %s %s (%.0f ms)", request.method, request.raw_path,
-            route.function_id, response.status, (time.monotonic() - started) * 1000,
-        )
-        return response
+            return route.function_id, self.gateway_answer("INTEGRATION_FAILURE", HTTPStatus.BAD_GATEWAY,
+                                                          INTERNAL_ERROR["message"])
 
 
 # --------------------------------------------------------------------------

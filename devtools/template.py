@@ -1,8 +1,9 @@
 """Read a SAM ``template.yaml`` the way the local API needs it.
 
 Only the parts a local run needs are modelled: parameters, conditions, the
-intrinsic functions used in property values, functions, their Api events and
-the S3 buckets. Everything is read from the template so that routes, handlers
+intrinsic functions used in property values, functions, their Api, schedule and
+EventBridge rule events, queue event source mappings, the S3 buckets, SQS queues
+and DynamoDB tables. Everything is read from the template so that routes, handlers
 and environment are never listed a second time in code.
 """
 
@@ -26,6 +27,11 @@ API_TYPE = "AWS::Serverless::Api"
 LAYER_TYPE = "AWS::Serverless::LayerVersion"
 BUCKET_TYPE = "AWS::S3::Bucket"
 TABLE_TYPE = "AWS::DynamoDB::Table"
+QUEUE_TYPE = "AWS::SQS::Queue"
+MAPPING_TYPE = "AWS::Lambda::EventSourceMapping"
+DEFAULT_BUS = "default"
+# Lambda's defaults for an asynchronous invocation without EventInvokeConfig.
+DEFAULT_ASYNC_RETRIES = 2
 
 
 class TemplateError(ValueError):
@@ -56,6 +62,16 @@ PSEUDO_PARAMETERS: dict[str, Any] = {
 def lambda_arn(function_name: str) -> str:
     """The ARN of a function of the local stack, from its FunctionName."""
     return f"arn:aws:lambda:{REGION}:{ACCOUNT_ID}:function:{function_name}"
+
+
+def queue_url(queue_name: str) -> str:
+    """What ``!Ref`` gives for a queue. moto (any endpoint) finds the queue by its last
+    segment, so the AWS form works locally too."""
+    return f"https://sqs.{REGION}.amazonaws.com/{ACCOUNT_ID}/{queue_name}"
+
+
+def queue_arn(queue_name: str) -> str:
+    return f"arn:aws:sqs:{REGION}:{ACCOUNT_ID}:{queue_name}"
 
 
 # --------------------------------------------------------------------------
@@ -144,6 +160,47 @@ class Schedule:
 class Bucket:
     logical_id: str
     name: str
+    versioned: bool = False
+    eventbridge: bool = False  # "Object Created" ... events go to the default bus
+
+
+@dataclass(frozen=True)
+class Queue:
+    logical_id: str
+    name: str
+    attributes: dict[str, str]  # as `create_queue` takes them (RedrivePolicy as JSON)
+
+    @property
+    def url(self) -> str:
+        return queue_url(self.name)
+
+
+@dataclass(frozen=True)
+class QueueMapping:
+    """An SQS event source mapping: Lambda polls the queue and invokes the function."""
+
+    function_id: str
+    queue_name: str
+    batch_size: int
+    report_batch_item_failures: bool
+
+
+@dataclass(frozen=True)
+class EventRule:
+    """An EventBridgeRule event: events on `bus` matching `pattern` invoke the function."""
+
+    function_id: str
+    event_name: str
+    bus: str
+    pattern: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class AsyncConfig:
+    """How Lambda handles a failed asynchronous invocation (EventInvokeConfig)."""
+
+    max_retries: int = DEFAULT_ASYNC_RETRIES
+    on_failure_queue: str | None = None  # an SQS destination's queue name
 
 
 @dataclass
@@ -289,6 +346,8 @@ class Template:
             return PSEUDO_PARAMETERS[name]
         if name in self.parameters:
             return self.parameters[name]
+        if self.resources.get(name, {}).get("Type") == QUEUE_TYPE:
+            return queue_url(self.physical_name(name))
         return self.physical_name(name)
 
     def physical_name(self, logical_id: str) -> str:
@@ -297,7 +356,7 @@ class Template:
         if resource is None:
             raise TemplateError(f"!Ref to unknown parameter or resource {logical_id!r}")
         properties = resource.get("Properties") or {}
-        explicit = {BUCKET_TYPE: "BucketName", FUNCTION_TYPE: "FunctionName"}.get(
+        explicit = {BUCKET_TYPE: "BucketName", FUNCTION_TYPE: "FunctionName", QUEUE_TYPE: "QueueName"}.get(
             resource.get("Type", "")
         )
         if explicit and explicit in properties:
@@ -317,6 +376,9 @@ class Template:
             }.get(attribute, f"{name}.{attribute}")
         if resource_type == FUNCTION_TYPE and attribute == "Arn":
             return lambda_arn(name)
+        if resource_type == QUEUE_TYPE:
+            return {"Arn": queue_arn(name), "QueueName": name, "QueueUrl": queue_url(name)}.get(
+                attribute, f"{name}.{attribute}")
         if attribute == "Arn":
             service = resource_type.split("::")[1].lower() if "::" in resource_type else "local"
             return f"arn:aws:{service}:{REGION}:{ACCOUNT_ID}:{name}"
@@ -456,10 +518,88 @@ class Template:
     # -- buckets -------------------------------------------------------------
 
     def buckets(self) -> list[Bucket]:
-        return [
-            Bucket(logical_id=logical_id, name=self.physical_name(logical_id))
-            for logical_id in self._of_type(BUCKET_TYPE)
-        ]
+        found = []
+        for logical_id, resource in self._of_type(BUCKET_TYPE).items():
+            props = self.resolve(resource.get("Properties") or {})
+            versioning = (props.get("VersioningConfiguration") or {}).get("Status")
+            notifications = props.get("NotificationConfiguration") or {}
+            found.append(Bucket(
+                logical_id=logical_id,
+                name=self.physical_name(logical_id),
+                versioned=versioning == "Enabled",
+                eventbridge=_truthy((notifications.get("EventBridgeConfiguration") or {})
+                                    .get("EventBridgeEnabled", False)),
+            ))
+        return found
+
+    # -- queues and what reads them ------------------------------------------
+
+    def queues(self) -> list[Queue]:
+        """The template's queues, dead-letter queues first (a redrive policy names one)."""
+        found = []
+        for logical_id, resource in self._of_type(QUEUE_TYPE).items():
+            props = self.resolve(resource.get("Properties") or {})
+            attributes = {
+                name: str(props[name])
+                for name in ("VisibilityTimeout", "MessageRetentionPeriod", "DelaySeconds",
+                             "ReceiveMessageWaitTimeSeconds", "MaximumMessageSize")
+                if name in props
+            }
+            if "RedrivePolicy" in props:
+                attributes["RedrivePolicy"] = json.dumps(props["RedrivePolicy"])
+            found.append(Queue(logical_id, self.physical_name(logical_id), attributes))
+        return sorted(found, key=lambda queue: "RedrivePolicy" in queue.attributes)
+
+    def queue_mappings(self) -> list[QueueMapping]:
+        """SQS event source mappings: AWS::Lambda::EventSourceMapping resources and SAM
+        `SQS` events. Disabled ones are left out."""
+        by_name = {function.name: function.logical_id for function in self.functions()}
+        found = []
+        for resource in self._of_type(MAPPING_TYPE).values():
+            props = self.resolve(resource.get("Properties") or {})
+            source = str(props.get("EventSourceArn") or "")
+            if not source.startswith("arn:aws:sqs:") or props.get("Enabled") is False:
+                continue
+            function = str(props["FunctionName"]).split(":function:")[-1].split(":")[0]
+            found.append(_queue_mapping(by_name.get(function, function), source, props))
+        for function_id, resource in self._of_type(FUNCTION_TYPE).items():
+            events = (resource.get("Properties") or {}).get("Events") or {}
+            for event in events.values():
+                if event.get("Type") == "SQS":
+                    props = self.resolve(event.get("Properties") or {})
+                    if props.get("Enabled") is not False:
+                        found.append(_queue_mapping(function_id, str(props["Queue"]), props))
+        return found
+
+    def event_rules(self) -> list[EventRule]:
+        """EventBridgeRule events (and CloudWatchEvent, their old name) with a pattern."""
+        found = []
+        for function_id, resource in self._of_type(FUNCTION_TYPE).items():
+            events = (resource.get("Properties") or {}).get("Events") or {}
+            for event_name, event in events.items():
+                if event.get("Type") not in ("EventBridgeRule", "CloudWatchEvent"):
+                    continue
+                props = self.resolve(event.get("Properties") or {})
+                if props.get("State") == "DISABLED" or props.get("Enabled") is False:
+                    continue
+                found.append(EventRule(
+                    function_id=function_id,
+                    event_name=event_name,
+                    bus=str(props.get("EventBusName") or DEFAULT_BUS),
+                    pattern=props["Pattern"],
+                ))
+        return found
+
+    def async_config(self, function_id: str) -> AsyncConfig:
+        """The function's EventInvokeConfig: retries and the SQS on-failure destination."""
+        resource = self._of_type(FUNCTION_TYPE)[function_id]
+        config = self.resolve((resource.get("Properties") or {}).get("EventInvokeConfig") or {})
+        failure = ((config.get("DestinationConfig") or {}).get("OnFailure") or {})
+        destination = str(failure.get("Destination") or "")
+        return AsyncConfig(
+            max_retries=int(config.get("MaximumRetryAttempts", DEFAULT_ASYNC_RETRIES)),
+            on_failure_queue=destination.rsplit(":", 1)[1] if destination.startswith("arn:aws:sqs:") else None,
+        )
 
     # -- tables --------------------------------------------------------------
 
@@ -515,6 +655,15 @@ def _demands_api_key(definition: Mapping[str, Any], security: list[Any]) -> bool
             if (schemes.get(name) or {}).get("type") == "apiKey":
                 return True
     return False
+
+
+def _queue_mapping(function_id: str, source_arn: str, props: Mapping[str, Any]) -> QueueMapping:
+    return QueueMapping(
+        function_id=function_id,
+        queue_name=source_arn.rsplit(":", 1)[1],
+        batch_size=int(props.get("BatchSize", 10)),  # Lambda's default for SQS
+        report_batch_item_failures="ReportBatchItemFailures" in (props.get("FunctionResponseTypes") or []),
+    )
 
 
 def _schedule_payload(event_type: str, properties: Mapping[str, Any]) -> Any:

@@ -1,8 +1,10 @@
 """`make dev`'s process as a user runs it: it serves, Ctrl-C stops everything it started,
-and a second start on the same port works at once."""
+a second start on the same port works at once, and it prints one line per request (the
+functions' own JSON logs with VERBOSE=1)."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -33,10 +35,10 @@ def port_open(port: int) -> bool:
 class DevProcess:
     """`python -m devtools.dev` in its own process, its output collected line by line."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, **more: str) -> None:
         env = {key: value for key, value in os.environ.items()
-               if not key.startswith(("AWS_ENDPOINT_URL", "COMFYUI_", "LOCAL_API_KEY"))}
-        env.update(PORT=str(port), STANDIN_DELAY="0.1", ARCHIVE_EVERY="0", PYTHONUNBUFFERED="1")
+               if not key.startswith(("AWS_ENDPOINT_URL", "COMFYUI_", "LOCAL_API_KEY", "VERBOSE"))}
+        env.update(PORT=str(port), STANDIN_DELAY="0.1", ARCHIVE_EVERY="0", PYTHONUNBUFFERED="1", **more)
         self.process = subprocess.Popen(
             [sys.executable, "-m", "devtools.dev"], cwd=ROOT, env=env,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -117,3 +119,51 @@ def test_a_port_in_use_is_named_with_the_variable_that_changes_it() -> None:
     wait_for(lambda: any("already in use" in line for line in dev.lines), 5, what="the message")
     message = next(line for line in dev.lines if "already in use" in line)
     assert f"port {port} (PORT)" in message and f"PORT={port + 1} make dev" in message
+
+
+def json_lines(lines: list[str]) -> list[dict]:
+    found = []
+    for line in lines:
+        try:
+            found.append(json.loads(line))
+        except ValueError:
+            continue
+    return [item for item in found if isinstance(item, dict)]
+
+
+def requests_and_their_lines(verbose: str) -> tuple[list[str], list[str]]:
+    """Start `make dev` (VERBOSE as given), make three requests: (the per-request lines,
+    all its output until the last of them was answered)."""
+    port = free_port()
+    dev = DevProcess(port, VERBOSE=verbose, WATCHER="0")
+    try:
+        wait_for(dev.ready, 60, what="dev start")
+        api = f"http://127.0.0.1:{port}"
+        requests.get(f"{api}/api/workflows", timeout=10).raise_for_status()
+        requests.post(f"{api}/api/workflow/empty_save", json={}, timeout=10).raise_for_status()
+        requests.get(f"{api}/api/no-such-route", timeout=10)
+        wait_for(lambda: any("/api/no-such-route" in line for line in dev.lines), 10, what="the last line")
+        output = list(dev.lines)
+    finally:
+        dev.process.send_signal(signal.SIGINT)
+        dev.process.wait(timeout=30)
+    return [line for line in output if " -> " in line and "(" in line and " ms)" in line], output
+
+
+def test_by_default_one_line_per_request_and_no_function_json() -> None:
+    lines, output = requests_and_their_lines("")
+    assert [line.split(" local_api INFO ")[1].rsplit(" (", 1)[0] for line in lines] == [
+        "GET /api/workflows -> ListWorkflowsFunction 200",
+        "POST /api/workflow/empty_save -> RunWorkflowFunction 200",
+        "GET /api/no-such-route -> - 404",
+    ]
+    assert all(line.endswith(" ms)") for line in lines)
+    assert json_lines(output) == []  # no Powertools log lines, no metric blobs
+
+
+def test_verbose_adds_the_functions_json_logs_and_metrics() -> None:
+    lines, output = requests_and_their_lines("1")
+    assert len(lines) == 3
+    logged = json_lines(output)
+    assert any(item.get("service") == "comfy-serverless-api" for item in logged)
+    assert any("PromptSubmitted" in item for item in logged)  # the run's metric, as EMF

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.handlers import event, invoke
+from tests.support.lambda_context import FakeLambdaContext
 from tests.support.recordings import recording
 from tests.support.sam import api_routes, functions, load_template
 
@@ -21,7 +22,8 @@ def api_functions() -> list[str]:
     return sorted(Path(functions(template)[name]["Properties"]["CodeUri"]).name for name in served)
 
 
-@pytest.mark.parametrize("function", api_functions())
+# docs answers a web page, not JSON: its sample event has a test of its own below.
+@pytest.mark.parametrize("function", [name for name in api_functions() if name != "docs"])
 def test_sample_event_gets_a_successful_answer(function, s3, comfy, monkeypatch):
     monkeypatch.setenv("IMAGE_BUCKET", "image-bucket")  # uploads are signed for it
     comfy.routes.update({
@@ -45,3 +47,14 @@ def test_advanced_format_sample_event(s3, comfy):
     assert status == 200 and body["status"] == "success"
     sent = comfy.calls[-1]["json"]["prompt"]
     assert (sent["1"]["inputs"]["width"], sent["1"]["inputs"]["height"]) == (128, 96)
+
+
+def test_docs_sample_event_gets_the_swagger_ui_page():
+    from functions.docs import app
+
+    response = app.lambda_handler(event("docs"), FakeLambdaContext())
+    assert response["statusCode"] == 200
+    assert response["headers"]["Content-Type"] == "text/html; charset=utf-8"
+    assert '<div id="swagger-ui">' in response["body"]
+    # Relative, so the page works under the stage prefix (/dev/api/docs -> /dev/api/docs/...).
+    assert '<script src="docs/swagger-ui-bundle.js">' in response["body"]

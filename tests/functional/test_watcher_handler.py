@@ -88,9 +88,22 @@ def detail_types(events: list[dict[str, Any]]) -> list[str]:
 
 
 # -- exactly once ------------------------------------------------------------------------------
-def test_two_archivers_finishing_the_same_prompt_at_once_announce_it_once(aws: str, hooks: list) -> None:
+def test_two_archivers_finishing_the_same_prompt_at_once_announce_it_once(
+        aws: str, hooks: list, monkeypatch: pytest.MonkeyPatch) -> None:
     """Both passed the "no manifest yet" check (as a watcher and a sweep can): both copy the
-    files and write the manifest, one announces."""
+    files and write the manifest, one announces.
+
+    DynamoDB applies conditional writes to one item one at a time; moto's in-process
+    backend, shared by two threads, does not, and let both claims through once in a loaded
+    run. The claim call is serialised here to give moto DynamoDB's own guarantee."""
+    atomic = threading.Lock()
+    claim = prompt_state.claim_announcement
+
+    def serialised(*args: Any, **kwargs: Any) -> bool:
+        with atomic:
+            return claim(*args, **kwargs)
+
+    monkeypatch.setattr(prompt_state, "claim_announcement", serialised)
     start = threading.Barrier(2)
     results: list[archive.PromptResult] = []
 

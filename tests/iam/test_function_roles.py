@@ -51,7 +51,7 @@ from comfy_core.errors import StorageError
 from devtools.comfyui_standin import ComfyUIStandIn
 from devtools.standin_inputs import encode_pixels
 from devtools.template import ACCOUNT_ID, REGION
-from tests.support.handlers import event
+from tests.support.handlers import ROOT, event
 from tests.support.iam import SECRET_VALUES, SWITCHES, IamStack, RoleRun, code_folders
 from tests.support.lambda_context import FakeLambdaContext
 from tests.support.sam import api_routes, load_template
@@ -60,7 +60,7 @@ from tests.support.waiting import wait_for
 FOLDERS = code_folders()
 API_FUNCTIONS = sorted({name for _, _, name in api_routes(load_template())})
 # Functions whose sample event makes no ComfyUI call (so no ComfyUI token read either).
-NO_COMFYUI = {"ListWorkflowsFunction", "OpenApiFunction", "UploadsFunction"}
+NO_COMFYUI = {"DocsFunction", "ListWorkflowsFunction", "OpenApiFunction", "UploadsFunction"}
 SAMPLE_PROMPT_ID = "11111111-2222-3333-4444-555555555555"  # in the sample events; unknown to ComfyUI
 POLL_SECONDS = 15  # a ceiling for the stand-in to finish a prompt (it takes milliseconds)
 
@@ -199,6 +199,31 @@ def test_a_finished_unarchived_prompt_asks_the_archiver(stack: IamStack, finishe
     images = arn(stack, "ImageBucket")
     assert_allowed(role_run, ("s3:GetObject", f"{images}/images/{finished_prompt}/manifest.json"),
                    ("lambda:InvokeFunction", arn(stack, "ArchiverFunction")))
+
+
+def test_a_dequeued_prompt_is_recorded_and_then_answered_cancelled(stack: IamStack,
+                                                                   standin: ComfyUIStandIn) -> None:
+    """DELETE /api/task writes the cancellation under CancelTaskFunction's role; task_status
+    reads it under its own, once ComfyUI no longer knows the prompt."""
+    workflow = json.loads((ROOT / "workflows" / "empty_save.json").read_text())
+    running, pending = str(uuid.uuid4()), str(uuid.uuid4())
+    standin.delay = 30.0  # the first prompt holds ComfyUI, the second waits behind it
+    try:
+        for prompt_id in (running, pending):
+            requests.post(f"{standin.base_url}/prompt", json={"prompt": workflow, "prompt_id": prompt_id},
+                          timeout=5).raise_for_status()
+        answer, canceller = run(stack, "CancelTaskFunction",
+                                event(FOLDERS["CancelTaskFunction"], pathParameters={"prompt_id": pending}))
+    finally:
+        standin.delay = 0.0  # the running prompt ends at once
+    assert answer["statusCode"] == 200 and body(answer)["status"] == "cancelled", answer
+    table = arn(stack, "PromptStateTable")
+    assert_allowed(canceller, ("dynamodb:UpdateItem", table), *comfyui_token(stack))
+    answer, reader = run(stack, "TaskStatusFunction",
+                         event(FOLDERS["TaskStatusFunction"], pathParameters={"prompt_id": pending}))
+    assert body(answer)["status"] == "cancelled", answer
+    assert_allowed(reader, ("dynamodb:GetItem", table))
+    wait_finished(standin, running)
 
 
 # -- the archiver, and the API reading what it wrote --------------------------------------------

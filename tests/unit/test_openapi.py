@@ -17,6 +17,7 @@ from tests.support.handlers import ROOT, event, invoke
 from tests.support.sam import api_routes, load_template
 
 HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
+DOCS_PAGES = {("GET", "/api/docs"), ("GET", "/api/docs/{asset}")}  # Swagger UI, open by design
 
 
 @pytest.fixture(scope="module")
@@ -55,15 +56,35 @@ def test_handler_serves_the_document(spec: dict[str, Any]) -> None:
     assert body == spec
 
 
-def test_every_operation_requires_the_api_key_and_answers_json(spec: dict[str, Any]) -> None:
+def test_every_operation_requires_the_api_key_but_the_docs_pages(spec: dict[str, Any]) -> None:
     scheme = spec["components"]["securitySchemes"]["api_key"]
     assert (scheme["type"], scheme["in"], scheme["name"]) == ("apiKey", "header", "x-api-key")
     assert spec["security"] == [{"api_key": []}]
     for path, item in spec["paths"].items():
         for method, operation in item.items():
+            responses = set(operation["responses"])
+            if (method.upper(), path) in DOCS_PAGES:  # a browser opening a page sends no key
+                assert operation["security"] == [] and {"200", "429", "500"} <= responses, (method, path)
+                continue
             assert "security" not in operation, (method, path)  # the global requirement applies
             responses = set(operation["responses"])
             assert responses & {"200", "201"} and {"403", "429", "500"} <= responses, (method, path)
+
+
+def test_the_open_operations_are_the_template_s_open_routes(spec: dict[str, Any]) -> None:
+    body = load_template()["Resources"]["ComfyApi"]["Properties"]["DefinitionBody"]
+    open_in_template = {(method.upper(), path) for path, ops in body["paths"].items()
+                        for method, op in ops.items() if op["security"] == []}
+    open_in_spec = {(method.upper(), path) for path, item in spec["paths"].items()
+                    for method, op in item.items() if op.get("security") == []}
+    assert open_in_template == open_in_spec == DOCS_PAGES
+
+
+def test_docs_assets_are_the_files_the_function_serves(spec: dict[str, Any]) -> None:
+    from functions.docs import app
+
+    (asset,) = spec["paths"]["/api/docs/{asset}"]["get"]["parameters"]
+    assert set(asset["schema"]["enum"]) == set(app.ASSETS)
 
 
 # -- the documented input rules are comfy_core's rules ------------------------------------------

@@ -21,7 +21,13 @@ ROUTES = {
     ("GET", "/api/status"),
     ("GET", "/api/queue"),
     ("DELETE", "/api/task/{prompt_id}"),
+    ("GET", "/api/docs"),
+    ("GET", "/api/docs/{asset}"),
 }
+# Swagger UI's page and files: a browser opening a page cannot send x-api-key. They hold no
+# data; the spec they show (/api/openapi.json) and every other route keep the key.
+OPEN_ROUTES = {("GET", "/api/docs"), ("GET", "/api/docs/{asset}")}
+KEY_REQUIRED = {"Fn::If": ["IsApiKeyRequired", [{"api_key": []}], []]}
 
 
 # `template` (template.yaml as written) comes from tests/unit/conftest.py.
@@ -45,13 +51,17 @@ def test_each_route_served_by_exactly_one_function(template):
 
 
 def test_api_definition_lists_exactly_the_event_routes(template):
-    """The key requirement sits on the definition's paths; a route missing there would be open."""
+    """The key requirement sits on the definition's paths; a route missing there would be open.
+    Only the docs pages are open on purpose."""
     body = template["Resources"]["ComfyApi"]["Properties"]["DefinitionBody"]
     defined = {(method.upper(), path) for path, ops in body["paths"].items() for method in ops}
     assert defined == {(method, path) for method, path, _ in api_routes(template)}
-    for ops in body["paths"].values():
-        for op in ops.values():
-            assert op["security"] == {"Fn::If": ["IsApiKeyRequired", [{"api_key": []}], []]}
+    for path, ops in body["paths"].items():
+        for method, op in ops.items():
+            if (method.upper(), path) in OPEN_ROUTES:
+                assert op["security"] == [], (method, path)
+            else:
+                assert op["security"] == KEY_REQUIRED, (method, path)
 
 
 def test_api_key_required_by_default(template):
@@ -183,3 +193,10 @@ def test_two_comfyui_calls_fit_in_the_function_timeout(template):
     settings = Settings.from_env()
     one_call = settings.connect_timeout + settings.read_timeout
     assert 2 * one_call < template["Globals"]["Function"]["Timeout"] < 29
+
+
+def test_the_docs_function_has_no_permissions(template):
+    """It serves files from its own package: no AWS call, so no policy (only the basic role)."""
+    props = template["Resources"]["DocsFunction"]["Properties"]
+    assert "Policies" not in props
+    assert template["Resources"]["DocsFunction"]["Metadata"]["BuildMethod"] == "makefile"

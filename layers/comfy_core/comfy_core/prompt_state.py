@@ -11,6 +11,8 @@ One item per prompt, keyed `prompt_id`, expiring by TTL (`expires_at`, epoch sec
     backend       the ComfyUI that runs it ("default" until the fleet names several)
     announced     epoch seconds its Completed/Failed event and webhook were claimed: the
                   conditional write that makes the announcement happen once
+    cancelled_at  epoch seconds DELETE /api/task took it out of ComfyUI's queue: task_status
+                  then answers `cancelled`, where ComfyUI no longer knows the prompt
 
 Two other kinds of item share the table, with keys no prompt id can take ('#' is not
 allowed in one): `lease#<backend>`, the live watcher's lease (live/lease.py), and
@@ -132,6 +134,30 @@ def claim_announcement(prompt_id: str, settings: Settings | None = None) -> bool
             return False
         logger.warning("Announcement claim failed; announcing anyway",
                        extra={"prompt_id": prompt_id, "error": repr(exc)})
+    return True
+
+
+# -- cancellation ----------------------------------------------------------------------
+def record_cancelled(prompt_id: str, settings: Settings | None = None) -> bool:
+    """Remember that a pending prompt was dequeued: ComfyUI keeps no trace of it. Never
+    raises: the prompt is out of the queue either way; without the record task_status
+    answers `not_found`, as before."""
+    settings = settings or get_settings()
+    if not settings.prompt_state_table:
+        return False
+    stamp = now()
+    try:
+        dynamodb_client().update_item(
+            TableName=settings.prompt_state_table,
+            Key=_key(prompt_id),
+            UpdateExpression="SET cancelled_at = :now, #ttl = :ttl",
+            ExpressionAttributeNames={"#ttl": TTL_ATTRIBUTE},
+            ExpressionAttributeValues={":now": to_attribute(stamp),
+                                       ":ttl": to_attribute(int(stamp) + settings.prompt_state_expiry)},
+        )
+    except Exception as exc:  # noqa: BLE001 - botocore error types are generated
+        logger.warning("Cancellation not recorded", extra={"prompt_id": prompt_id, "error": repr(exc)})
+        return False
     return True
 
 

@@ -178,7 +178,21 @@ def task_status(client: ComfyUIClient, store: ImageArchive, prompt_id: str) -> d
     if answer["status"] != "not_found":
         return answer
     manifest = store.manifest(prompt_id, required=True)
-    return _status_from_manifest(client, prompt_id, manifest, store) if manifest else answer
+    if manifest:
+        return _status_from_manifest(client, prompt_id, manifest, store)
+    return _cancelled(prompt_id, store) or answer
+
+
+def _cancelled(prompt_id: str, store: ImageArchive) -> dict[str, Any] | None:
+    """The answer for a prompt DELETE /api/task took out of the queue (ComfyUI keeps no
+    trace of it), while its prompt-state item lasts; None otherwise. An interrupted running
+    prompt is not one: ComfyUI's history reports it (`error`, type `interrupted`)."""
+    item = prompt_state.load(prompt_id, store.settings) if store.settings.prompt_state_table else None
+    cancelled_at = (item or {}).get("cancelled_at")
+    if not isinstance(cancelled_at, (int, float)):
+        return None
+    return {"status": "cancelled", "message": "Task was cancelled before it ran",
+            "prompt_id": prompt_id, "cancelled_at": cancelled_at}
 
 
 def images(client: ComfyUIClient, store: ImageArchive, prompt_id: str) -> dict[str, Any]:

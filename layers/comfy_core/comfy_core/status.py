@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from . import answers
+from . import answers, prompt_state
 from .client import ComfyUIClient
 from .errors import BadRequestError, ComfyUIBadResponseError, NotFoundError
 
@@ -286,6 +286,8 @@ def cancel(client: ComfyUIClient, prompt_id: str) -> dict[str, Any]:
     where, _ = _locate(client, prompt_id)
     if where == "pending":
         client.delete_pending(prompt_id)
+        # ComfyUI forgets a dequeued prompt at once: the record keeps task_status truthful.
+        prompt_state.record_cancelled(prompt_id)
         return {"status": "cancelled", "prompt_id": prompt_id, "was": "pending",
                 "message": "Task removed from the queue"}
     if where == "running":
