@@ -49,7 +49,7 @@ def _sweep_run() -> dict[str, Any]:
     importlib.import_module("botocore.client")  # loaded first, so the counters see every S3 call
 
     from bench.handlers import Counters
-    from comfy_core import archive
+    from comfy_core.archive import sweep as archive
     from comfy_core.storage import s3_client
 
     s3_client()
@@ -191,7 +191,7 @@ def markdown(results: dict[str, Any], date: str | None = None, machine_text: str
             "- Setup: the local stack (moto with the template's buckets, the ComfyUI stand-in) on "
             "127.0.0.1 in the bench process; each upload measured in a fresh child process with the "
             "archiver's environment from template.yaml, after a warm-up upload (imports, clients, pools).",
-            "- Archiver: `comfy_core.archive.archive_prompt` streaming `GET /view` into S3 "
+            "- Archiver: `comfy_core.archive.sweep.archive_prompt` streaming `GET /view` into S3 "
             f"({mem_a['part_mib']:.0f} MiB parts, {mem_a['parts_in_flight']} in flight). "
             "Baseline: boto3 `upload_fileobj` of the same file from disk, default TransferConfig, "
             "same endpoint, same S3 client settings.",

@@ -162,7 +162,7 @@ WARM: tuple[Scenario, ...] = (
 @contextmanager
 def watching_comfy(see: Callable[[str, str, dict[str, Any]], None]) -> Iterator[None]:
     """Call ``see(method, url, kwargs)`` before each request of comfy_core's client session."""
-    from comfy_core.client import get_client
+    from comfy_core.comfyui.client import get_client
 
     session = get_client().session
     original = session.request
@@ -227,7 +227,7 @@ class Counters:
 
 
 def _downloads() -> int | None:
-    from comfy_core import workflows
+    from comfy_core.workflows import store as workflows
 
     # Only when this child built a store: asking get_store() would create one.
     return workflows.get_store().downloads if workflows.get_store.cache_info().currsize else None

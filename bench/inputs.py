@@ -14,7 +14,7 @@ template.yaml, so its time and memory are its own (moto's buffers and the stand-
   the workflow and sends the "Prompt Submitted" event) and the paired difference. The
   stand-in holds a prompt that never ends first (a long delay): every timed prompt stays
   pending, so the stand-in decodes no picture while a pair is timed.
-* memory: ``comfy_core.inputs.apply`` of ``{"upload_id"}`` naming a PNG in the moto server,
+* memory: ``comfy_core.workflows.inputs.apply`` of ``{"upload_id"}`` naming a PNG in the moto server,
   streamed into the stand-in's ``POST /upload/image``: peak RSS growth and tracemalloc peak of
   the child, for a 5 MB and a 50 MB file (target: under 8 MiB of RSS growth on 50 MB, and
   flat: the two within 2 MiB of each other).
@@ -60,7 +60,7 @@ QUICK = {"pairs": 30}
 # -- pictures ---------------------------------------------------------------------------------
 def noisy_png(size: int, seed: int) -> bytes:
     """A valid RGB PNG of random pixels (incompressible) of about `size` bytes."""
-    from devtools.standin_inputs import encode_pixels
+    from devtools.comfyui_standin import encode_pixels
 
     width = 1024 if size > 4 * MIB else 512
     height = max(1, size // (3 * width + 1))
@@ -142,8 +142,8 @@ def _parts(handler: Any, raw: Any, raw_upload_ms: list[float], requests_: int = 
     import statistics
 
     from bench.handlers import Counters
-    from comfy_core import inputs
-    from comfy_core.client import ComfyUIClient
+    from comfy_core.workflows import inputs
+    from comfy_core.comfyui.client import ComfyUIClient
 
     spent: dict[str, list[float]] = {"prepare": [], "upload": []}
 
@@ -181,8 +181,8 @@ def memory_child(upload_id: str, warmup_id: str) -> dict[str, Any]:
     import gc
     import tracemalloc
 
-    from comfy_core import inputs
-    from comfy_core.client import get_client
+    from comfy_core.workflows import inputs
+    from comfy_core.comfyui.client import get_client
     from comfy_core.config import get_settings
     from devtools.archive_probe import _reset_peak_rss, _rss_now, _rss_peak
 
@@ -357,7 +357,7 @@ def markdown(results: dict[str, Any], date: str | None = None, machine_text: str
         "",
         "### Memory: an upload read from S3 and streamed into ComfyUI",
         "",
-        "`comfy_core.inputs.apply` of `{\"upload_id\"}` naming a PNG in the moto server (its own "
+        "`comfy_core.workflows.inputs.apply` of `{\"upload_id\"}` naming a PNG in the moto server (its own "
         "buffers are not the child's): read in 256 KiB chunks into a spooled file (1 MiB in memory, "
         "then /tmp), hashed and recognised, then streamed to `POST /upload/image` (requests-toolbelt). "
         "After a warm-up with a small upload.",

@@ -174,7 +174,7 @@ def _seed_busy(base_url: str) -> dict[str, str]:
 def archive_main(stack: Stack) -> None:
     """Archive what ``main`` holds, as the scheduled archiver would (manifests in S3),
     in a child with the functions' own environment."""
-    code = "from comfy_core import archive; import json; print(json.dumps(archive.run_sweep()))"
+    code = "from comfy_core.archive import sweep; import json; print(json.dumps(sweep.run_sweep()))"
     done = subprocess.run(
         [sys.executable, "-c", code], cwd=REPO, env=stack.lambda_env("main", "archiver"),
         capture_output=True, text=True, timeout=120, check=False,

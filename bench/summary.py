@@ -73,8 +73,8 @@ def _s3_fixes(b: dict[str, Any]) -> list[str]:
                      f"(cached, SigV4, used for presigning too) should be the only one: ≈ {extra:.0f} ms.")
     stack = sum(ms for top, ms in b["extra_imports"] if top in REQUESTS_STACK)
     if stack >= 5:
-        fixes.append("Larger: comfy_core/client.py on urllib3 (which botocore loads anyway) instead of "
-                     "requests would drop requests, charset_normalizer, idna and http.cookiejar: "
+        fixes.append("Larger: comfy_core/comfyui/client.py on urllib3 (which botocore loads anyway) "
+                     "instead of requests would drop requests, charset_normalizer, idna and http.cookiejar: "
                      f"≈ {stack:.0f} ms.")
     return fixes
 

@@ -6,7 +6,7 @@ the JSON line it prints. A fresh process, so its memory is its own and it shares
 with the servers. The e2e test of the archiver's bounded memory and bench/archiver.py
 (throughput and memory against plain boto3) both use it.
 
-* ``archive``: ``comfy_core.archive.archive_prompt`` of a prompt whose one output is
+* ``archive``: ``comfy_core.archive.sweep.archive_prompt`` of a prompt whose one output is
   FILENAME: ``GET /view`` from the stand-in streamed into the image bucket;
 * ``baseline``: boto3 ``upload_fileobj`` of the same file, read from the stand-in's output
   folder, into the same bucket with comfy_core's S3 client (same settings).
@@ -128,7 +128,7 @@ def _rss_peak() -> int:
 
 # -- child side: the uploads -------------------------------------------------------------------
 def _archive(filename: str) -> int:
-    from comfy_core import archive
+    from comfy_core.archive import sweep as archive
 
     entry = {
         "outputs": {"9": {"images": [{"filename": filename, "subfolder": "", "type": "output"}]}},
@@ -168,7 +168,7 @@ def child(kind: str, filename: str, memory: bool) -> dict[str, Any]:
     traced = tracemalloc.get_traced_memory()[1] if memory else None
     tuning = {}
     if kind == "archive":
-        from comfy_core import archive
+        from comfy_core.archive import sweep as archive
 
         tuning = {"part_mib": archive.PART_SIZE / MIB, "parts_in_flight": archive.PARTS_IN_FLIGHT}
     return {

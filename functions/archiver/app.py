@@ -7,7 +7,8 @@ A scheduled event (or any event without `prompt_id`) sweeps recent history;
 from collections.abc import Callable
 from typing import Any
 
-from comfy_core import archive, deadline, validation
+from comfy_core.archive import sweep as archive
+from comfy_core import deadline, validation
 from comfy_core.errors import BadRequestError
 from comfy_core.observability import capture_lambda_handler, logger, metrics
 

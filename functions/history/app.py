@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from comfy_core import status
 from comfy_core.api import Request, api_handler
-from comfy_core.client import get_client
+from comfy_core.comfyui.client import get_client
 from comfy_core.config import get_settings
 
 

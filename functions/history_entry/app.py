@@ -1,8 +1,9 @@
 """GET /api/history/{prompt_id}: one prompt's history entry, from ComfyUI or the archive."""
 
-from comfy_core import results, validation
+from comfy_core.archive import results
+from comfy_core import validation
 from comfy_core.api import Request, api_handler
-from comfy_core.client import get_client
+from comfy_core.comfyui.client import get_client
 
 
 @api_handler

@@ -1,8 +1,9 @@
 """GET /api/image/{prompt_id}: a finished prompt's images, with archive links; 404 when none."""
 
-from comfy_core import results, validation
+from comfy_core.archive import results
+from comfy_core import validation
 from comfy_core.api import Request, api_handler
-from comfy_core.client import get_client
+from comfy_core.comfyui.client import get_client
 
 
 @api_handler

@@ -1,7 +1,7 @@
 """GET /api/workflows: workflow names in the workflow bucket, sorted."""
 
 from comfy_core.api import Request, api_handler
-from comfy_core.workflows import get_store
+from comfy_core.workflows.store import get_store
 
 
 @api_handler

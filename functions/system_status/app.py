@@ -2,7 +2,7 @@
 
 from comfy_core import answers
 from comfy_core.api import Request, api_handler
-from comfy_core.client import get_client
+from comfy_core.comfyui.client import get_client
 
 
 @api_handler

@@ -3,7 +3,7 @@ is ComfyUI's public URL, or null: its internal address is never shown."""
 
 from comfy_core import answers
 from comfy_core.api import Request, api_handler
-from comfy_core.client import get_client
+from comfy_core.comfyui.client import get_client
 from comfy_core.errors import ComfyUIError
 
 

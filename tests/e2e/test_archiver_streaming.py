@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 import requests
 
-from comfy_core import archive, reset_container_state  # noqa: E402
+from comfy_core import reset_container_state  # noqa: E402
+from comfy_core.archive import sweep as archive  # noqa: E402
 
 from devtools.archive_probe import MIB, make_file, probe, sha256_chunks, sha256_file  # noqa: E402
 from devtools.dev import LocalStack  # noqa: E402

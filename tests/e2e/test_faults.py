@@ -35,8 +35,9 @@ import requests
 import urllib3.util.connection
 from botocore.awsrequest import AWSResponse
 
-from comfy_core import archive, reset_container_state, storage
-from comfy_core.client import ComfyUIClient
+from comfy_core.archive import sweep as archive
+from comfy_core import reset_container_state, storage
+from comfy_core.comfyui.client import ComfyUIClient
 from comfy_core.config import get_settings
 from devtools.dev import LocalStack
 from tests.support.contract import INTERNAL_MARKERS, check_error, check_response

@@ -20,7 +20,7 @@ import requests
 from botocore.exceptions import ClientError
 
 from devtools.dev import LocalStack
-from devtools.standin_inputs import decode_png, encode_pixels, with_alpha
+from devtools.comfyui_standin import decode_png, encode_pixels, with_alpha
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.e2e

@@ -24,7 +24,8 @@ from typing import Any
 
 import pytest
 
-from comfy_core import archive, webhooks
+from comfy_core.archive import sweep as archive
+from comfy_core.announce import webhooks
 from comfy_core.config import get_settings
 from comfy_core.observability import metrics
 from comfy_core.storage import s3_client

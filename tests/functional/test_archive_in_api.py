@@ -8,7 +8,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from comfy_core import results
+from comfy_core.archive import results
 from comfy_core.config import get_settings
 from comfy_core.storage import s3_client
 from functions.archiver.app import lambda_handler as archiver

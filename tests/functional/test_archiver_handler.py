@@ -7,7 +7,8 @@ import json
 from typing import Any
 
 import pytest
-from comfy_core import archive, events
+from comfy_core.archive import sweep as archive
+from comfy_core.announce import events
 from comfy_core.config import get_settings
 from comfy_core.observability import metrics
 from comfy_core.storage import s3_client

@@ -12,7 +12,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from comfy_core import prompt_state
+from comfy_core.live import state as prompt_state
 from comfy_core.config import get_settings
 from tests.support.handlers import event, invoke
 from tests.support.recordings import recording

@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from comfy_core import archive, webhooks
+from comfy_core.archive import sweep as archive
+from comfy_core.announce import webhooks
 from comfy_core.config import get_settings
 from comfy_core.storage import s3_client
 from functions.archiver.app import lambda_handler as archiver

@@ -9,7 +9,7 @@ import pytest
 
 from comfy_core import jobs
 from comfy_core.config import get_settings
-from comfy_core.workflows import get_store
+from comfy_core.workflows.store import get_store
 from functions.run_workflow.app import lambda_handler
 from tests.support.handlers import event, invoke
 from tests.support.lambda_context import FakeLambdaContext
@@ -184,7 +184,7 @@ def test_no_queue_check_by_default(s3, comfy):
 
 
 def test_submitted_event_can_be_switched_off(s3, comfy, monkeypatch):
-    from comfy_core import notify
+    from comfy_core.announce import notify
     from comfy_core.config import get_settings
 
     sent: list = []

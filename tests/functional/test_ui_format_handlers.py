@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 import requests
 
-from comfy_core import ui_workflows
+from comfy_core.workflows import ui as ui_workflows
 from comfy_core.config import get_settings
-from comfy_core.convert import ui_to_api
-from comfy_core.workflows import get_store
+from comfy_core.workflows.convert import ui_to_api
+from comfy_core.workflows.store import get_store
 from functions.run_job.app import lambda_handler as run_job
 from tests.support.handlers import ROOT, event, invoke
 from tests.support.jobs import IDEMPOTENCY_TABLE, create_idempotency_table, create_queue

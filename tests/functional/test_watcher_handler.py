@@ -17,10 +17,12 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from comfy_core import archive, prompt_state, webhooks
+from comfy_core.archive import sweep as archive
+from comfy_core.live import state as prompt_state
+from comfy_core.announce import webhooks
 from comfy_core.config import get_settings
 from comfy_core.live import watcher
-from comfy_core.live.socket import SocketClosedError
+from comfy_core.comfyui.socket import SocketClosedError
 from comfy_core.storage import s3_client
 from functions.task_status.app import lambda_handler as task_status
 from functions.watcher.app import lambda_handler as watcher_handler

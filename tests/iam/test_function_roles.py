@@ -48,8 +48,7 @@ import requests
 from botocore.exceptions import ClientError
 
 from comfy_core.errors import StorageError
-from devtools.comfyui_standin import ComfyUIStandIn
-from devtools.standin_inputs import encode_pixels
+from devtools.comfyui_standin import ComfyUIStandIn, encode_pixels
 from devtools.template import ACCOUNT_ID, REGION
 from tests.support.handlers import ROOT, event
 from tests.support.iam import SECRET_VALUES, SWITCHES, IamStack, RoleRun, code_folders

@@ -16,7 +16,7 @@ import pytest
 import requests
 import urllib3
 
-from comfy_core import client as client_module
+from comfy_core.comfyui import client as client_module
 
 
 def use_session(monkeypatch: pytest.MonkeyPatch, session: requests.Session) -> None:

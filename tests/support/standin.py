@@ -1,4 +1,4 @@
-"""Talking to the ComfyUI stand-in (devtools/comfyui_standin.py) in tests that compare it
+"""Talking to the ComfyUI stand-in (devtools/comfyui_standin/) in tests that compare it
 with the recordings of a real ComfyUI: a small HTTP client, and the normalisation of what
 differs between runs (ids, timestamps, tracebacks, the random part of temp file names)."""
 

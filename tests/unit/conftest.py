@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import responses
 
-from comfy_core.client import ComfyUIClient
+from comfy_core.comfyui.client import ComfyUIClient
 from comfy_core.config import get_settings
 from tests.support.sam import load_template
 

@@ -1,4 +1,4 @@
-"""comfy_core.archive: ComfyUI's finished outputs copied into S3 (moto in-process).
+"""comfy_core.archive.sweep: ComfyUI's finished outputs copied into S3 (moto in-process).
 
 ComfyUI is played by tests/support/fake_comfy.StreamingComfy: it answers /history from the
 recordings and streams /view bodies through a real urllib3 response, so the client's
@@ -22,8 +22,9 @@ import requests
 import responses
 import urllib3
 from botocore.exceptions import EndpointConnectionError
-from comfy_core import archive, events
-from comfy_core.client import ComfyUIClient
+from comfy_core.archive import sweep as archive
+from comfy_core.announce import events
+from comfy_core.comfyui.client import ComfyUIClient
 from comfy_core.config import Settings, get_settings
 from comfy_core.errors import BadRequestError, ComfyUIBadResponseError, ComfyUIFileMissingError
 from comfy_core.observability import metrics

@@ -15,7 +15,7 @@ from typing import Any
 import responses
 
 from comfy_core import status
-from comfy_core.client import ComfyUIClient
+from comfy_core.comfyui.client import ComfyUIClient
 from tests.support.recordings import recording, recording_meta
 
 BASE = "http://comfy.test:8188"

@@ -1,4 +1,4 @@
-"""comfy_core.client: headers, bodies, retries and error mapping (responses, no sockets)."""
+"""comfy_core.comfyui.client: headers, bodies, retries and error mapping (responses, no sockets)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import requests
 import responses
 from urllib3.util.retry import Retry
 
-from comfy_core import client as client_module
-from comfy_core.client import ComfyUIClient, get_client, redact_url
+from comfy_core.comfyui import client as client_module
+from comfy_core.comfyui.client import ComfyUIClient, get_client, redact_url
 from comfy_core.config import get_settings
 from comfy_core.errors import (
     ComfyUIBadResponseError,

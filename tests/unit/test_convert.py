@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from comfy_core.convert import MAX_EXPANDED_NODES, convert, is_ui_format, ui_to_api
+from comfy_core.workflows.convert import MAX_EXPANDED_NODES, convert, is_ui_format, ui_to_api
 from comfy_core.errors import WorkflowConversionError, WorkflowFormatError
 from tests.support.recordings import RECORDINGS, recording
 from tests.support.ui_graph import UiGraph
@@ -529,7 +529,7 @@ def test_legacy_group_node_inner_nodes_are_numbered_after_the_group(object_info:
 
 
 def test_js_key_order_puts_integer_ids_first() -> None:
-    from comfy_core.convert import _js_key_order
+    from comfy_core.workflows.convert import _js_key_order
 
     prompt = {"10": {}, "2:1": {}, "9": {}, "a": {}, "01": {}}
     assert list(_js_key_order(prompt)) == ["9", "10", "2:1", "a", "01"]

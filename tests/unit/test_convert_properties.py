@@ -16,7 +16,7 @@ import requests
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
-from comfy_core.convert import ui_to_api
+from comfy_core.workflows.convert import ui_to_api
 from devtools.comfyui_standin import ComfyUIStandIn, build_node_specs, validate_prompt
 from tests.support.recordings import recording, recording_meta
 from tests.support.ui_graph import UiGraph

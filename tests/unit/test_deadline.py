@@ -15,7 +15,7 @@ from urllib3.util.retry import Retry
 
 from comfy_core import deadline
 from comfy_core.api import Request, api_handler
-from comfy_core.client import ComfyUIClient, get_client
+from comfy_core.comfyui.client import ComfyUIClient, get_client
 from comfy_core.config import get_settings
 from comfy_core.errors import ComfyUIBadResponseError, ComfyUITimeoutError
 from tests.support.lambda_context import FakeLambdaContext

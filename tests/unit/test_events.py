@@ -1,4 +1,4 @@
-"""comfy_core.events.put_event never raises: an event reports work already done."""
+"""comfy_core.announce.events.put_event never raises: an event reports work already done."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 from functools import lru_cache
 from typing import Any
 
-from comfy_core import events
+from comfy_core.announce import events
 
 
 class RecordingClient:

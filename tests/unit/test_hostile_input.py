@@ -13,7 +13,7 @@ import pytest
 
 from comfy_core import status
 from comfy_core.api import MAX_JSON_DEPTH, Request, api_handler, dumps
-from comfy_core.client import ComfyUIClient
+from comfy_core.comfyui.client import ComfyUIClient
 from comfy_core.config import get_settings
 from comfy_core.errors import BadRequestError, ComfyUIBadResponseError, ComfyUITimeoutError
 from tests.support.lambda_context import FakeLambdaContext

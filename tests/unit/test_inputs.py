@@ -1,4 +1,4 @@
-"""comfy_core.inputs and comfy_core.images: input images from a request to ComfyUI's input
+"""comfy_core.workflows.inputs and comfy_core.workflows.images: input images from a request to ComfyUI's input
 folder (issue 11). Recorded PNG/WebP bodies; S3 from moto in-process; ComfyUI faked at the
 session level; URL inputs from a raw socket peer on 127.0.0.1."""
 
@@ -17,8 +17,9 @@ import pytest
 import requests
 from moto import mock_aws
 
-from comfy_core import images, inputs, netguard
-from comfy_core.client import ComfyUIClient
+from comfy_core.workflows import images, inputs
+from comfy_core import netguard
+from comfy_core.comfyui.client import ComfyUIClient
 from comfy_core.config import get_settings
 from comfy_core.errors import BadRequestError, FetchError
 from comfy_core.storage import s3_client

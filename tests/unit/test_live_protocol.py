@@ -1,4 +1,4 @@
-"""Reading ComfyUI's WebSocket messages (comfy_core.live.protocol) from the recordings of a
+"""Reading ComfyUI's WebSocket messages (comfy_core.comfyui.protocol) from the recordings of a
 real ComfyUI: which prompts are ours, when one is done, what its progress is; and the
 throttle that keeps progress writes to about one per prompt per second."""
 
@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from comfy_core.live.protocol import (Done, Ended, Progressed, QueueStatus, Started, Throttle, Tracker,
+from comfy_core.comfyui.protocol import (Done, Ended, Progressed, QueueStatus, Started, Throttle, Tracker,
                                       nodes_to_run)
 from tests.support.recordings import recording, workflow
 

@@ -14,11 +14,11 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from comfy_core import prompt_state
+from comfy_core.live import state as prompt_state
 from comfy_core.config import get_settings
 from comfy_core.live import lease as lease_module
 from comfy_core.live.lease import Lease, LeaseLostError, LeaseStore
-from comfy_core.live.socket import SocketClosedError, socket_url
+from comfy_core.comfyui.socket import SocketClosedError, socket_url
 from comfy_core.live.watcher import HANDOVER_GRACE, SHUTDOWN_MARGIN, Watcher, handover_time
 from tests.support.recordings import recording
 

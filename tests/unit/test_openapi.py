@@ -126,7 +126,7 @@ def test_patterns_are_the_validation_regexes(spec: dict[str, Any]) -> None:
 
 
 def test_simple_request_lists_exactly_the_patcher_keys(spec: dict[str, Any]) -> None:
-    from comfy_core import inputs, patcher
+    from comfy_core.workflows import inputs, patcher
 
     schemas = spec["components"]["schemas"]
     simple = set(schemas["SimpleRequest"]["properties"])

@@ -1,4 +1,4 @@
-"""comfy_core.patcher: choosing text nodes, writing prompts and parameters, loading formats."""
+"""comfy_core.workflows.patcher: choosing text nodes, writing prompts and parameters, loading formats."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from comfy_core import patcher
+from comfy_core.workflows import patcher
 from comfy_core.errors import BadRequestError, WorkflowFormatError
-from comfy_core.patcher import apply_request, normalise_workflow
+from comfy_core.workflows.patcher import apply_request, normalise_workflow
 
 
 def sd_workflow(positive: str = "6", negative: str = "7") -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""comfy_core.patcher: the prompt reaches the text node wired to a sampler's `positive` input
+"""comfy_core.workflows.patcher: the prompt reaches the text node wired to a sampler's `positive` input
 and the negative prompt the one wired to `negative`, however the conditioning between them is
 built (ControlNetApplyAdvanced, ConditioningCombine, FluxGuidance, ConditioningSetArea, ...).
 
@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
 from comfy_core.errors import BadRequestError
-from comfy_core.patcher import apply_request
+from comfy_core.workflows.patcher import apply_request
 
 PROMPT = "a red fox in the snow"
 NEGATIVE = "blurry, low quality"

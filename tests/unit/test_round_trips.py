@@ -18,7 +18,7 @@ from moto import mock_aws
 
 from comfy_core.config import get_settings
 from comfy_core.storage import s3_client
-from comfy_core.workflows import get_store
+from comfy_core.workflows.store import get_store
 from tests.conftest import COMFYUI_BASE_URL
 from tests.support.fake_comfy import FakeComfySession, use_session
 from tests.support.handlers import ROOT, event, invoke

@@ -32,9 +32,9 @@ from typing import Any
 import pytest
 import requests
 
-from devtools.comfyui_standin import ComfyUIStandIn
-from devtools.standin_inputs import (
+from devtools.comfyui_standin import (
     EXAMPLE_IMAGE,
+    ComfyUIStandIn,
     InputFiles,
     decode_png,
     encode_pixels,

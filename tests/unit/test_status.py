@@ -12,7 +12,7 @@ import responses
 from responses import matchers
 
 from comfy_core import status
-from comfy_core.client import ComfyUIClient
+from comfy_core.comfyui.client import ComfyUIClient
 from comfy_core.config import get_settings
 from comfy_core.errors import BadRequestError, ComfyUIBadResponseError, NotFoundError
 

@@ -1,4 +1,4 @@
-"""comfy_core.ui_workflows and ComfyUIClient.object_info: where UI-format workflows meet the
+"""comfy_core.workflows.ui and ComfyUIClient.object_info: where UI-format workflows meet the
 service (the node definitions a conversion uses, and what is cached). No sockets: ComfyUI's
 answers come from `responses` or a small fake client."""
 
@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 import responses
 
-from comfy_core import ui_workflows
-from comfy_core.client import get_client
+from comfy_core.workflows import ui as ui_workflows
+from comfy_core.comfyui.client import get_client
 from comfy_core.errors import BadRequestError, ComfyUIBadResponseError
-from comfy_core.ui_workflows import ConversionCache, ui_document
+from comfy_core.workflows.ui import ConversionCache, ui_document
 from tests.conftest import COMFYUI_BASE_URL
 from tests.support.recordings import recording, recording_meta
 from tests.support.ui_graph import UiGraph

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from comfy_core import webhooks
+from comfy_core.announce import webhooks
 
 SECRET = "whsec-test-5f1c0b7e"
 KNOWN_ANSWERS = [

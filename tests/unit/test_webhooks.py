@@ -1,4 +1,4 @@
-"""comfy_core.webhooks alone: which addresses a webhook may go to, the signature, and
+"""comfy_core.announce.webhooks alone: which addresses a webhook may go to, the signature, and
 delivery with bounded retries. No sockets: DNS is `socket.getaddrinfo` patched, the
 receiver a fake `netguard.open_url`, the secret a stub (SSM, real sockets, slow receivers
 and DNS rebinding are covered in tests/e2e)."""
@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from comfy_core import netguard, webhooks
+from comfy_core import netguard
+from comfy_core.announce import webhooks
 from comfy_core.config import get_settings
 from comfy_core.errors import BadRequestError, FetchError, FetchTimeoutError
 from comfy_core.observability import metrics

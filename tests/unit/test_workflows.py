@@ -1,4 +1,4 @@
-"""comfy_core.workflows: the S3 workflow store, against moto's in-process S3."""
+"""comfy_core.workflows.store: the S3 workflow store, against moto's in-process S3."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from moto import mock_aws
 
-from comfy_core import workflows
+from comfy_core.workflows import store as workflows
 from comfy_core.config import get_settings
 from comfy_core.errors import (
     BadRequestError,
@@ -19,7 +19,7 @@ from comfy_core.errors import (
     WorkflowFormatError,
 )
 from comfy_core.storage import s3_client
-from comfy_core.workflows import WorkflowStore, get_store
+from comfy_core.workflows.store import WorkflowStore, get_store
 from tests.support.recordings import workflow
 
 BUCKET = "workflow-bucket"

@@ -14,17 +14,21 @@ def reset_container_state() -> None:
     """Forget everything cached per warm container (settings, clients, workflow cache).
 
     For tests and the local stack, which run many "containers" in one process."""
-    from . import client, config, events, invoke, results, storage, workflows
+    from . import config, invoke, storage
+    from .announce import events
+    from .archive import results
+    from .comfyui import client
+    from .workflows import store
 
     cached_per_container = (
-        config.get_settings, client.get_client, workflows.get_store, results.get_archive,
+        config.get_settings, client.get_client, store.get_store, results.get_archive,
         storage.s3_client, events.events_client, invoke.lambda_client,
     )
     for cached in cached_per_container:
         cached.cache_clear()
     # Modules of event-driven jobs: reset only when loaded, so a reset never imports them.
     lazy = {"triggers": "sqs_client", "idempotency": "persistence_layer", "netguard": "ssl_context",
-            "ui_workflows": "conversion_cache", "prompt_state": "dynamodb_client"}
+            "workflows.ui": "conversion_cache", "live.state": "dynamodb_client"}
     for module, name in lazy.items():
         if f"{__name__}.{module}" in sys.modules:
             getattr(sys.modules[f"{__name__}.{module}"], name).cache_clear()

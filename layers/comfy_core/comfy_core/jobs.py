@@ -7,11 +7,13 @@ import json
 import uuid
 from typing import Any
 
-from . import inputs, patcher, ui_workflows, validation
-from .client import ComfyUIClient
+from . import validation
+from .comfyui.client import ComfyUIClient
 from .errors import BadRequestError, QueueFullError
 from .observability import logger
-from .workflows import WorkflowStore
+from .workflows import inputs, patcher
+from .workflows import ui as ui_workflows
+from .workflows.store import WorkflowStore
 
 
 # Key under ComfyUI's extra_data where a prompt's origin (workflow, job) is recorded;

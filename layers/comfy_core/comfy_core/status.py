@@ -7,9 +7,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from . import answers, prompt_state
-from .client import ComfyUIClient
+from . import answers
+from .comfyui.client import ComfyUIClient
 from .errors import BadRequestError, ComfyUIBadResponseError, NotFoundError
+from .live import state as prompt_state
 
 # Events in a history entry's `status.messages` that end a prompt.
 _END_EVENTS = ("execution_success", "execution_error", "execution_interrupted")

@@ -8,12 +8,13 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from . import idempotency, jobs, notify, validation
-from .client import get_client
+from . import idempotency, jobs, validation
+from .announce import notify
+from .comfyui.client import get_client
 from .config import get_settings
 from .errors import BadRequestError, ComfyUIRejectedError
 from .observability import metrics
-from .workflows import get_store
+from .workflows.store import get_store
 
 # Idempotency-Key: an opaque client token (a UUID is typical).
 IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")

@@ -26,7 +26,8 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from . import idempotency, jobs, submission, webhooks
+from . import idempotency, jobs, submission
+from .announce import webhooks
 from .api import error_body
 from .config import Settings, get_settings
 from .errors import (

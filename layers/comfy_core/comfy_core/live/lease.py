@@ -17,10 +17,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .. import prompt_state
 from ..config import Settings
 from ..observability import logger
 from ..storage import client_error_code
+from . import state as prompt_state
 
 LEASE_PREFIX = "lease#"
 # A lease lapses this long after its last renewal; renewed every RENEW_SECONDS. Three

@@ -36,15 +36,17 @@ from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from .. import archive, prompt_state
 from ..answers import EXTRA_DATA_KEY
-from ..client import ComfyUIClient, get_client
+from ..archive import sweep as archive
+from ..comfyui.client import ComfyUIClient, get_client
+from ..comfyui.protocol import Done, Ended, Event, Progressed, QueueStatus, Started, Tracker, Throttle
+from ..comfyui.protocol import nodes_to_run
+from ..comfyui.socket import ComfySocket, socket_url
 from ..config import Settings, get_settings
 from ..errors import ComfyUIError, ConfigurationError
 from ..observability import logger, metrics
+from . import state as prompt_state
 from .lease import RENEW_SECONDS, Lease, LeaseLostError, LeaseStore
-from .protocol import Done, Ended, Event, Progressed, QueueStatus, Started, Tracker, Throttle, nodes_to_run
-from .socket import ComfySocket, socket_url
 
 # Time kept at the end of an invocation for archives still running and the release.
 SHUTDOWN_MARGIN = 20.0

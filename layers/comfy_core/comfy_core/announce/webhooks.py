@@ -47,11 +47,11 @@ from urllib.parse import urlsplit
 
 from aws_lambda_powertools.metrics import MetricUnit
 
-from . import deadline as invocation
-from . import netguard
-from .config import Settings, get_settings
-from .errors import BadRequestError, ComfyCoreError, FetchError
-from .observability import logger, metrics
+from .. import deadline as invocation
+from .. import netguard
+from ..config import Settings, get_settings
+from ..errors import BadRequestError, ComfyCoreError, FetchError
+from ..observability import logger, metrics
 
 TIMESTAMP_HEADER = "X-Comfy-Timestamp"
 SIGNATURE_HEADER = "X-Comfy-Signature"
@@ -143,7 +143,7 @@ def verify(
 
 
 def signing_secret(settings: Settings) -> str:
-    from .secrets import ssm_secret  # Powertools parameters (and boto3): only when delivering
+    from ..secrets import ssm_secret  # Powertools parameters (and boto3): only when delivering
 
     return ssm_secret(settings.webhook_secret_parameter)
 

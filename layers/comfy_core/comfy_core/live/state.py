@@ -31,9 +31,9 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import Any
 
-from .config import Settings, get_settings
-from .observability import logger
-from .storage import client_error_code
+from ..config import Settings, get_settings
+from ..observability import logger
+from ..storage import client_error_code
 
 KEY = "prompt_id"
 TTL_ATTRIBUTE = "expires_at"

@@ -28,10 +28,11 @@ import requests
 import urllib3.exceptions
 from aws_lambda_powertools.metrics import MetricUnit
 
-from . import events, notify, prompt_state, validation
-from .client import ComfyUIClient, get_client
-from .config import Settings, get_settings
-from .errors import (
+from .. import validation
+from ..announce import events, notify
+from ..comfyui.client import ComfyUIClient, get_client
+from ..config import Settings, get_settings
+from ..errors import (
     BadRequestError,
     ComfyUIError,
     ComfyUIFileMissingError,
@@ -40,9 +41,10 @@ from .errors import (
     ConfigurationError,
     StorageError,
 )
-from .observability import logger, metrics
-from .status import execution_time, failed, failure_details, iter_file_outputs
-from .storage import client_error_code, s3_client
+from ..live import state as prompt_state
+from ..observability import logger, metrics
+from ..status import execution_time, failed, failure_details, iter_file_outputs
+from ..storage import client_error_code, s3_client
 
 MIB = 1024 * 1024
 # 8 MiB parts: above S3's 5 MiB minimum, 10,000 parts reach 80 GiB. Larger files get larger

@@ -31,11 +31,12 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from . import deadline, images, netguard
-from .client import ComfyUIClient
-from .config import Settings
-from .errors import BadRequestError, ConfigurationError, FetchError, StorageError
-from .storage import client_error_code, s3_client
+from .. import deadline, netguard
+from ..comfyui.client import ComfyUIClient
+from ..config import Settings
+from ..errors import BadRequestError, ConfigurationError, FetchError, StorageError
+from ..storage import client_error_code, s3_client
+from . import images
 
 # Node classes whose `image` input names a file in ComfyUI's input folder.
 INPUT_CLASSES = {"LoadImage": "image", "LoadImageMask": "image"}

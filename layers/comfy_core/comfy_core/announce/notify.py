@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..config import Settings, get_settings
+from ..jobs import EXTRA_DATA_KEY
+from ..status import execution_time, failed, failure_details
 from . import events, webhooks
-from .config import Settings, get_settings
-from .jobs import EXTRA_DATA_KEY
-from .status import execution_time, failed, failure_details
 
 SUBMITTED = "ComfyUI Prompt Submitted"
 COMPLETED = "ComfyUI Prompt Completed"

@@ -7,7 +7,7 @@ import json
 from functools import lru_cache
 from typing import Any
 
-from .observability import logger
+from ..observability import logger
 
 SOURCE = "comfy-serverless-api"
 # PutEvents refuses an entry above 256 KB; stay well below it with the envelope added.

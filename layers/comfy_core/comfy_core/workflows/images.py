@@ -13,7 +13,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from .errors import BadRequestError
+from ..errors import BadRequestError
 
 # Bytes that must be read before `sniff` can answer (JPEG's SOF can follow a long EXIF block).
 HEAD_BYTES = 256 * 1024

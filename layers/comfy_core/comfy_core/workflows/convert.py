@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .errors import WorkflowConversionError
+from ..errors import WorkflowConversionError
 
 Prompt = dict[str, dict[str, Any]]
 NodeDefinitions = dict[str, Any]  # GET /object_info: class name -> definition

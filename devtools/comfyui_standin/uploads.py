@@ -1,6 +1,6 @@
 """The input side of the ComfyUI stand-in: uploads, input files and the nodes that read them.
 
-Used by devtools/comfyui_standin.py (never deployed). Ground truth: the recordings of a real
+Used by the stand-in's server.py and execution.py (never deployed). Ground truth: the recordings of a real
 ComfyUI 0.3.64 in tests/fixtures/comfyui/ (`upload_*`, `view_input_*`, `view_mask_*`,
 `object_info_LoadImage*_after_uploads`, the `load_image_*` and inpaint prompts; NOTES.md,
 "Inputs, uploads and WebSocket"). This module copies ComfyUI's code paths for them:
@@ -755,7 +755,7 @@ def _mask_picture(data: bytes) -> Picture:
 
 
 # --------------------------------------------------------------------------------------
-# Node descriptions (keyword arguments of comfyui_standin.NodeSpec), as object_info_full.
+# Node descriptions (keyword arguments of nodes.NodeSpec), as object_info_full.
 # --------------------------------------------------------------------------------------
 
 def _load_image_input() -> list[Any]:

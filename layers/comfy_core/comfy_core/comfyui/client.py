@@ -18,9 +18,9 @@ import urllib3.exceptions
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
-from . import deadline
-from .config import Settings, get_settings
-from .errors import (
+from .. import deadline
+from ..config import Settings, get_settings
+from ..errors import (
     ComfyUIBadResponseError,
     ComfyUIError,
     ComfyUIFileMissingError,
@@ -105,7 +105,7 @@ class ComfyUIClient:
     def _auth_headers(self) -> dict[str, str]:
         if not self.settings.comfyui_auth_parameter:
             return {}
-        from .secrets import ssm_secret
+        from ..secrets import ssm_secret
 
         return {self.settings.comfyui_auth_header: ssm_secret(self.settings.comfyui_auth_parameter)}
 
@@ -195,7 +195,7 @@ class ComfyUIClient:
     def object_info(self) -> dict[str, Any]:
         """GET /object_info: every node class this backend has, with its inputs, which the
         UI-format converter needs. About 0.5 MB for a bare ComfyUI and several MB with many
-        custom nodes, so callers cache it (ui_workflows keeps it a few minutes)."""
+        custom nodes, so callers cache it (workflows.ui keeps it a few minutes)."""
         return self.get_object("/object_info")
 
     def history(self, max_items: int) -> dict[str, Any]:

@@ -1,6 +1,6 @@
 """UI-format workflows (as the editor saves them) where the service meets them: the body of
 POST /api/convert, and stored workflows that POST /api/workflow/{name} and event-driven jobs
-run. Both are converted (comfy_core.convert) with the node definitions of the ComfyUI that
+run. Both are converted (comfy_core.workflows.convert) with the node definitions of the ComfyUI that
 will run the prompt, read from its GET /object_info.
 
 Costs, per warm container: GET /object_info once every OBJECT_INFO_TTL seconds per backend
@@ -19,11 +19,11 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from ..comfyui.client import ComfyUIClient, get_client
+from ..errors import BadRequestError, ComfyUIBadResponseError, WorkflowConversionError
+from ..observability import logger
 from . import convert, patcher
-from .client import ComfyUIClient, get_client
-from .errors import BadRequestError, ComfyUIBadResponseError, WorkflowConversionError
-from .observability import logger
-from .workflows import WorkflowStore
+from .store import WorkflowStore
 
 # How long a container trusts a backend's node definitions. Installing a custom node needs a
 # ComfyUI restart; within this time, a workflow using it may still be refused as unknown.

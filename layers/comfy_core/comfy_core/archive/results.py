@@ -11,12 +11,14 @@ from collections import OrderedDict
 from functools import lru_cache
 from typing import Any
 
-from . import answers, archive, deadline, prompt_state, status
-from .client import ComfyUIClient
-from .config import Settings, get_settings
-from .errors import NotFoundError, StorageError
-from .invoke import invoke_async
-from .observability import logger
+from .. import answers, deadline, status
+from ..comfyui.client import ComfyUIClient
+from ..config import Settings, get_settings
+from ..errors import NotFoundError, StorageError
+from ..invoke import invoke_async
+from ..live import state as prompt_state
+from ..observability import logger
+from . import sweep as archive
 
 
 # A finished prompt not archived yet is asked for at most once per this many seconds per

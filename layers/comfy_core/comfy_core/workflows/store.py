@@ -1,5 +1,5 @@
 """The workflow store: workflow files in S3 under a prefix, in API format or as the editor
-saves them (UI format, converted before they run: see ui_workflows).
+saves them (UI format, converted before they run: see workflows.ui).
 
 Each warm container keeps what it has read and revalidates it with a conditional GET
 (If-None-Match), so an unchanged workflow costs one small 304 round trip, never a download.
@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from . import validation
-from .config import Settings, get_settings
-from .errors import ConfigurationError, NotFoundError, StorageError, WorkflowFormatError
+from .. import validation
+from ..config import Settings, get_settings
+from ..errors import ConfigurationError, NotFoundError, StorageError, WorkflowFormatError
+from ..storage import client_error_code, s3_client
 from .patcher import Workflow, normalise_workflow
-from .storage import client_error_code, s3_client
 
 SUFFIX = ".json"
 
@@ -64,7 +64,7 @@ class WorkflowStore:
 
     def load(self, name: str) -> Workflow:
         """The API-format graph of a workflow; a fresh copy is the caller's to patch. A
-        UI-format file is a WorkflowFormatError here: ui_workflows.load_prompt converts it."""
+        UI-format file is a WorkflowFormatError here: ui.load_prompt converts it."""
         return normalise_workflow(self.fetch(name).document)
 
     def fetch(self, name: str) -> StoredWorkflow:

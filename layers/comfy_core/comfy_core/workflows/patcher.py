@@ -12,7 +12,7 @@ from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
-from .errors import BadRequestError, WorkflowFormatError
+from ..errors import BadRequestError, WorkflowFormatError
 
 Workflow = dict[str, dict[str, Any]]
 
@@ -40,7 +40,7 @@ PARAM_INPUTS: dict[str, tuple[str, ...]] = {
     "batch_size": ("batch_size",),
 }
 
-# The input-image keys of the simple format (taken out by comfy_core.inputs before patching;
+# The input-image keys of the simple format (taken out by comfy_core.workflows.inputs before patching;
 # named here only to recognise a misspelling of them).
 INPUT_KEYS = frozenset({"image", "mask", "images"})
 # `client_id` may accompany either format; it is not a node id and not a patch.

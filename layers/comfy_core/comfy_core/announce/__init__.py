@@ -1,0 +1,3 @@
+"""Announcements: events.py (EventBridge), webhooks.py (signed HTTP deliveries), notify.py (what is
+announced when).
+"""
