@@ -109,7 +109,41 @@ def failed_message_ids(answer: Any, message_ids: list[str], report_batch_item_fa
     return failed
 
 
-class QueuePoller:
+class _Poller:
+    """A background loop: `poll_once()` until stopped, waiting `poll_seconds` after a poll
+    that found nothing to do. A failed poll is logged and the loop goes on, as Lambda's
+    pollers outlive a service's hiccups."""
+
+    poll_seconds: float
+
+    def __init__(self, name: str) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def poll_once(self) -> Any:
+        raise NotImplementedError
+
+    def start(self) -> Any:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                busy = self.poll_once()
+            except Exception:  # noqa: BLE001 - the loop outlives moto hiccups, as Lambda's does
+                log.error("%s failed:\n%s", self._thread.name, traceback.format_exc())
+                busy = False
+            if not busy:
+                self._stop.wait(self.poll_seconds)
+
+
+class QueuePoller(_Poller):
     """Lambda's SQS poller for one event source mapping, on its own thread."""
 
     def __init__(
@@ -128,27 +162,7 @@ class QueuePoller:
         # None: a failed message waits for the queue's VisibilityTimeout, as in AWS.
         self.retry_seconds = retry_seconds
         self.poll_seconds = poll_seconds
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"sqs-{mapping.queue_name}", daemon=True)
-
-    def start(self) -> "QueuePoller":
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                handled = self.poll_once()
-            except Exception:  # noqa: BLE001 - the poller outlives moto hiccups, as Lambda's does
-                log.error("polling %s failed:\n%s", self.mapping.queue_name, traceback.format_exc())
-                handled = 0
-            if not handled:
-                self._stop.wait(self.poll_seconds)
+        super().__init__(f"sqs-{mapping.queue_name}")
 
     def poll_once(self) -> int:
         """Receive one batch and run it; the number of messages it had."""
@@ -207,7 +221,7 @@ class _Pending:
     request_id: str
 
 
-class RuleDelivery:
+class RuleDelivery(_Poller):
     """Puts the template's EventBridge rules on moto's buses and runs their events as
     asynchronous invocations (retries, then the on-failure destination)."""
 
@@ -229,8 +243,7 @@ class RuleDelivery:
         self.retry_seconds = retry_seconds
         self.poll_seconds = poll_seconds
         self._pending: list[_Pending] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="eventbridge-rules", daemon=True)
+        super().__init__("eventbridge-rules")
 
     def create(self) -> "RuleDelivery":
         """Each rule on its bus with the template's pattern, targeting its delivery queue."""
@@ -249,24 +262,9 @@ class RuleDelivery:
         return self
 
     def start(self) -> "RuleDelivery":
-        if self.rules:
-            self._thread.start()
+        if self.rules:  # no rule: no thread to poll an empty queue
+            super().start()
         return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                busy = self.poll_once()
-            except Exception:  # noqa: BLE001 - keep delivering after a moto hiccup
-                log.error("delivering events failed:\n%s", traceback.format_exc())
-                busy = False
-            if not busy:
-                self._stop.wait(self.poll_seconds)
 
     def poll_once(self) -> bool:
         """Take the events the rules matched since the last call, run what is due; whether

@@ -4,19 +4,12 @@ A scheduled event (or any event without `prompt_id`) sweeps recent history;
 `{"prompt_id": "..."}` archives that one prompt now. Returns a JSON summary of counts.
 """
 
-from collections.abc import Callable
 from typing import Any
 
 from comfy_core.archive import sweep as archive
 from comfy_core import deadline, validation
 from comfy_core.errors import BadRequestError
 from comfy_core.observability import capture_lambda_handler, logger, metrics
-
-
-def _seconds_left(context: Any) -> Callable[[], float] | None:
-    """Lambda's time left, so a sweep stops starting prompts before the timeout."""
-    remaining = getattr(context, "get_remaining_time_in_millis", None)
-    return (lambda: remaining() / 1000.0) if callable(remaining) else None
 
 
 @capture_lambda_handler
@@ -30,7 +23,7 @@ def lambda_handler(event: Any, context: Any) -> dict[str, Any]:
 def _run(event: Any, context: Any) -> dict[str, Any]:
     prompt_id = event.get("prompt_id") if isinstance(event, dict) else None
     if prompt_id is None:
-        return archive.run_sweep(seconds_left=_seconds_left(context))
+        return archive.run_sweep(seconds_left=deadline.seconds_left(context))
     try:
         prompt_id = validation.prompt_id(prompt_id if isinstance(prompt_id, str) else None)
     except BadRequestError as exc:

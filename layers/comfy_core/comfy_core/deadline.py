@@ -12,7 +12,7 @@ thread serving it), never to the next one.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
@@ -44,6 +44,13 @@ def seconds_from_context(context: Any) -> float | None:
         return float(get_remaining()) / 1000.0
     except (TypeError, ValueError):
         return None
+
+
+def seconds_left(context: Any) -> Callable[[], float] | None:
+    """A clock of the invocation's time left (for loops that stop starting work before the
+    timeout: the archiver's sweep, the watcher), or None without a Lambda context."""
+    get_remaining = getattr(context, "get_remaining_time_in_millis", None)
+    return (lambda: float(get_remaining()) / 1000.0) if callable(get_remaining) else None
 
 
 @contextmanager
