@@ -8,12 +8,12 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
 from moto import mock_aws
 
 from comfy_core.live import state as prompt_state
 from comfy_core.config import get_settings
+from tests.support.jobs import create_prompt_state_table
 from tests.support.handlers import event, invoke
 from tests.support.recordings import recording
 
@@ -28,10 +28,7 @@ def table(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     monkeypatch.setenv("PROMPT_STATE_TABLE", TABLE)
     get_settings.cache_clear()
     with mock_aws():
-        boto3.client("dynamodb", region_name="us-east-1").create_table(
-            TableName=TABLE, BillingMode="PAY_PER_REQUEST",
-            AttributeDefinitions=[{"AttributeName": "prompt_id", "AttributeType": "S"}],
-            KeySchema=[{"AttributeName": "prompt_id", "KeyType": "HASH"}])
+        create_prompt_state_table(TABLE)
         yield TABLE
 
 

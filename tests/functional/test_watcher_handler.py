@@ -13,7 +13,6 @@ import threading
 import time
 from typing import Any
 
-import boto3
 import pytest
 from moto import mock_aws
 
@@ -28,7 +27,7 @@ from functions.task_status.app import lambda_handler as task_status
 from functions.watcher.app import lambda_handler as watcher_handler
 from tests.support.fake_comfy import StreamingComfy, use_session
 from tests.support.handlers import event
-from tests.support.jobs import capture_events, events_in
+from tests.support.jobs import capture_events, create_prompt_state_table, events_in
 from tests.support.lambda_context import FakeLambdaContext
 from tests.support.recordings import recorded_file, recording
 
@@ -37,16 +36,6 @@ TABLE = "prompt-state"
 CLIENT_ID = "stack-watcher"
 SAVE_ID = "aa5001e0-e7a3-4f42-a12c-f2f26746c0e6"  # history_id_success_save: one output file
 HOOK = "https://hooks.example.com/comfy"
-
-
-def create_state_table() -> None:
-    """The table as the template declares it: key prompt_id, TTL on expires_at."""
-    dynamodb = boto3.client("dynamodb", region_name="us-east-1")
-    dynamodb.create_table(TableName=TABLE, BillingMode="PAY_PER_REQUEST",
-                          AttributeDefinitions=[{"AttributeName": "prompt_id", "AttributeType": "S"}],
-                          KeySchema=[{"AttributeName": "prompt_id", "KeyType": "HASH"}])
-    dynamodb.update_time_to_live(TableName=TABLE, TimeToLiveSpecification={"AttributeName": "expires_at",
-                                                                           "Enabled": True})
 
 
 def saved_entry() -> dict[str, Any]:
@@ -81,7 +70,7 @@ def aws(monkeypatch: pytest.MonkeyPatch, comfy: StreamingComfy) -> Any:
     get_settings.cache_clear()
     with mock_aws():
         s3_client().create_bucket(Bucket=BUCKET)
-        create_state_table()
+        create_prompt_state_table(TABLE)
         yield capture_events({"source": ["comfy-serverless-api"]})
 
 

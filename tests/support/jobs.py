@@ -14,6 +14,21 @@ SECRET_NAME = "/comfy/webhook-secret"
 SECRET = "whsec-test-0123456789abcdef"
 
 
+def create_prompt_state_table(name: str) -> None:
+    """The prompt-state table as the template declares it: key `prompt_id`, TTL on
+    `expires_at` (progress, announcement claims, the watcher's lease, cancellations)."""
+    dynamodb = boto3.client("dynamodb", region_name=REGION)
+    dynamodb.create_table(
+        TableName=name,
+        BillingMode="PAY_PER_REQUEST",
+        AttributeDefinitions=[{"AttributeName": "prompt_id", "AttributeType": "S"}],
+        KeySchema=[{"AttributeName": "prompt_id", "KeyType": "HASH"}],
+    )
+    dynamodb.update_time_to_live(
+        TableName=name, TimeToLiveSpecification={"AttributeName": "expires_at", "Enabled": True}
+    )
+
+
 def create_idempotency_table(name: str = IDEMPOTENCY_TABLE) -> None:
     """The table as the template declares it: key `id`, TTL on `expiration`."""
     dynamodb = boto3.client("dynamodb", region_name=REGION)

@@ -10,7 +10,6 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
 from moto import mock_aws
 
@@ -20,6 +19,7 @@ from comfy_core.live import lease as lease_module
 from comfy_core.live.lease import Lease, LeaseLostError, LeaseStore
 from comfy_core.comfyui.socket import SocketClosedError, socket_url
 from comfy_core.live.watcher import HANDOVER_GRACE, SHUTDOWN_MARGIN, Watcher, handover_time
+from tests.support.jobs import create_prompt_state_table
 from tests.support.recordings import recording
 
 CLIENT_ID = "stack-watcher"
@@ -258,10 +258,7 @@ def table(monkeypatch: pytest.MonkeyPatch, clock: Clock) -> Iterator[LeaseStore]
     monkeypatch.setenv("PROMPT_STATE_TABLE", TABLE)
     get_settings.cache_clear()
     with mock_aws():
-        boto3.client("dynamodb", region_name="us-east-1").create_table(
-            TableName=TABLE, BillingMode="PAY_PER_REQUEST",
-            AttributeDefinitions=[{"AttributeName": "prompt_id", "AttributeType": "S"}],
-            KeySchema=[{"AttributeName": "prompt_id", "KeyType": "HASH"}])
+        create_prompt_state_table(TABLE)
         yield LeaseStore(get_settings())
 
 
