@@ -148,7 +148,7 @@ def test_get_500_plain_text_is_a_bad_response(rsps, client, recording_meta) -> N
     meta = recording_meta("history_max_items_bad")
     rsps.add(responses.GET, f"{BASE}/history", body=meta["body_text"], status=500)
     with pytest.raises(ComfyUIBadResponseError) as caught:
-        client.history(5)
+        list(client.history_items(5))
     assert "trouble" not in caught.value.message
 
 

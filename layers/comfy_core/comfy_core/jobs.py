@@ -50,23 +50,25 @@ def _submitted_before(client: ComfyUIClient, prompt_id: str) -> dict[str, Any] |
     for key in ("queue_running", "queue_pending"):
         for item in queue.get(key) or []:
             if isinstance(item, list) and len(item) >= 2 and item[1] == prompt_id:
-                extra = item[3] if len(item) >= 4 and isinstance(item[3], dict) else {}
-                return _answer(prompt_id, item[0], {}, _answered_client_id(extra))
+                return _answer_from_item(prompt_id, item)
     entry = client.history_entry(prompt_id)
     if entry is not None:
         item = entry.get("prompt")
-        number = item[0] if isinstance(item, list) and item else None
-        extra = item[3] if isinstance(item, list) and len(item) >= 4 and isinstance(item[3], dict) else {}
-        return _answer(prompt_id, number, {}, _answered_client_id(extra))
+        return _answer_from_item(prompt_id, item if isinstance(item, list) else [])
     return None
 
 
-def _answered_client_id(extra: dict[str, Any]) -> Any:
-    """The client_id the first answer gave: ours in extra_data, else what ComfyUI holds."""
+def _answer_from_item(prompt_id: str, item: list[Any]) -> dict[str, Any]:
+    """The first answer again, from ComfyUI's [number, prompt_id, graph, extra_data, ...]:
+    the client_id that answer gave is ours in extra_data, else what ComfyUI holds."""
+    number = item[0] if item else None
+    extra = item[3] if len(item) >= 4 and isinstance(item[3], dict) else {}
     recorded = extra.get(EXTRA_DATA_KEY)
     if isinstance(recorded, dict) and recorded.get("client_id"):
-        return recorded["client_id"]
-    return extra.get("client_id")
+        client_id = recorded["client_id"]
+    else:
+        client_id = extra.get("client_id")
+    return _answer(prompt_id, number, {}, client_id)
 
 
 def _answer(prompt_id: str, number: Any, node_errors: dict[str, Any], client_id: Any) -> dict[str, Any]:

@@ -198,9 +198,6 @@ class ComfyUIClient:
         custom nodes, so callers cache it (workflows.ui keeps it a few minutes)."""
         return self.get_object("/object_info")
 
-    def history(self, max_items: int) -> dict[str, Any]:
-        return self.get_object("/history", params={"max_items": max_items})
-
     def history_items(self, max_items: int, offset: int | None = None) -> Iterator[tuple[str, Any]]:
         """(prompt_id, entry) of GET /history, oldest first, parsed while they arrive: a
         history of many megabytes never sits in memory whole, only one entry at a time.
