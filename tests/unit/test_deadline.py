@@ -126,3 +126,13 @@ def test_the_deadline_ends_with_the_invocation(clock) -> None:
     with deadline.from_context(Context(clock=clock, started=clock.t)):
         assert deadline.remaining() == pytest.approx(FUNCTION_TIMEOUT_S - deadline.RESERVE_SECONDS)
     assert deadline.remaining() is None
+
+
+def test_other_timeouts_are_bounded_by_the_invocation_too(clock) -> None:
+    """Webhook attempts and input URL fetches take their own timeout, cut to the time left."""
+    assert deadline.bounded(5.0) == 5.0  # no invocation: as configured
+    with deadline.from_context(Context(clock=clock, started=clock.t - 25.0)):  # 2 s before the reserve
+        assert deadline.bounded(5.0) == pytest.approx(2.0)
+        assert deadline.bounded(1.0) == 1.0
+        clock.t += 10.0
+        assert deadline.bounded(5.0) == 0.0

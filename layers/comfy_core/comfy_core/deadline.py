@@ -35,6 +35,12 @@ def remaining() -> float | None:
     return None if deadline is None else deadline - now()
 
 
+def bounded(seconds: float) -> float:
+    """`seconds`, or less: never past the invocation's deadline (0 when it has passed)."""
+    left = remaining()
+    return seconds if left is None else max(0.0, min(seconds, left))
+
+
 def seconds_from_context(context: Any) -> float | None:
     """The Lambda context's remaining time in seconds, or None without a usable context."""
     get_remaining = getattr(context, "get_remaining_time_in_millis", None)

@@ -153,11 +153,7 @@ def _attempt(url: str, body: bytes, headers: dict[str, str], settings: Settings)
     """'ok', 'retry' or 'fail' for one POST, all of it within WEBHOOK_TIMEOUT; BadRequestError
     when the address is refused. Each attempt resolves the name once, checks what it got and
     connects to that: a retry follows DNS changes, and is checked for them."""
-    seconds = settings.webhook_timeout
-    left = invocation.remaining()
-    if left is not None:  # never past the invocation's own deadline
-        seconds = max(0.0, min(seconds, left))
-    deadline = netguard.Deadline.after(seconds)
+    deadline = netguard.Deadline.after(invocation.bounded(settings.webhook_timeout))
     try:
         checked = check(url, settings, deadline)
         with netguard.open_url(checked, "POST", deadline=deadline, body=body, headers=headers) as response:

@@ -241,11 +241,7 @@ def url_rules(settings: Settings) -> netguard.Rules:
 
 
 def _from_url(url: str, spool: _Spool, settings: Settings) -> None:
-    seconds = settings.input_fetch_timeout
-    left = deadline.remaining()
-    if left is not None:
-        seconds = max(0.0, min(seconds, left))
-    limit = netguard.Deadline.after(seconds)
+    limit = netguard.Deadline.after(deadline.bounded(settings.input_fetch_timeout))
     checked = netguard.check_url(url, url_rules(settings), field=f"{spool.field}.url", deadline=limit)
     with netguard.open_url(checked, "GET", deadline=limit, headers={"Accept": "image/*"}) as response:
         if response.status != 200:
