@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import WorkflowConversionError
+from .patcher import is_ui_format
 
 Prompt = dict[str, dict[str, Any]]
 NodeDefinitions = dict[str, Any]  # GET /object_info: class name -> definition
@@ -79,16 +80,6 @@ FILENAME_UNSAFE = re.compile(r'[/?<>\\:*|"\x00-\x1f\x7f]')
 TOKEN = re.compile(r"%([^%]+)%")
 DATE_PART = re.compile(r"dd?|MM?|hh?|mm?|ss?|yyy?y?")
 _MISSING = object()  # a widget value the editor leaves undefined (the key is then not sent)
-
-
-def is_ui_format(document: Any) -> bool:
-    """What the editor's Save/Export writes: a graph of `nodes` and `links` (the API format
-    is a mapping of node ids to `{class_type, inputs}`)."""
-    return (
-        isinstance(document, dict)
-        and isinstance(document.get("nodes"), list)
-        and isinstance(document.get("links"), list)
-    )
 
 
 @dataclass(frozen=True)

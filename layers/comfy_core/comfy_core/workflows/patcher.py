@@ -52,6 +52,17 @@ UPSTREAM_SEARCH_LIMIT = 64  # nodes visited when tracing a sampler's conditionin
 
 
 # -- loading ---------------------------------------------------------------------------
+def is_ui_format(document: Any) -> bool:
+    """What the editor's Save/Export writes: a graph of `nodes` and `links` (the API format
+    is a mapping of node ids to `{class_type, inputs}`). Here, not in convert.py: every run
+    asks, and only a UI-format workflow needs the converter loaded."""
+    return (
+        isinstance(document, dict)
+        and isinstance(document.get("nodes"), list)
+        and isinstance(document.get("links"), list)
+    )
+
+
 def normalise_workflow(document: Any) -> Workflow:
     """The API-format graph from a stored file: bare, or wrapped as {"prompt": {...}}."""
     if not isinstance(document, dict):

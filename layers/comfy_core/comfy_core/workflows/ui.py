@@ -17,13 +17,16 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..comfyui.client import ComfyUIClient, get_client
 from ..errors import BadRequestError, ComfyUIBadResponseError, WorkflowConversionError
 from ..observability import logger
-from . import convert, patcher
+from . import patcher
 from .store import WorkflowStore
+
+if TYPE_CHECKING:  # the converter (1,400 lines) is imported when a workflow is converted
+    from . import convert
 
 # How long a container trusts a backend's node definitions. Installing a custom node needs a
 # ComfyUI restart; within this time, a workflow using it may still be refused as unknown.
@@ -70,8 +73,10 @@ class ConversionCache:
         return definitions
 
     def convert(self, document: dict[str, Any], definitions: NodeDefinitions) -> convert.Conversion:
+        from .convert import convert  # not at import: API-format runs never need it
+
         self.conversions += 1
-        return convert.convert(document, definitions.info)
+        return convert(document, definitions.info)
 
     def stored(self, name: str, etag: str, document: dict[str, Any], client: ComfyUIClient) -> convert.Conversion:
         definitions = self.definitions(client)
@@ -103,9 +108,9 @@ def conversion_cache() -> ConversionCache:
 def ui_document(body: Any) -> dict[str, Any] | None:
     """The UI-format workflow in a document: itself, or under "workflow" (the editor's PNG
     metadata and the {"workflow": ...} request form); None when there is none."""
-    if convert.is_ui_format(body):
+    if patcher.is_ui_format(body):
         return body
-    if isinstance(body, dict) and convert.is_ui_format(body.get("workflow")):
+    if isinstance(body, dict) and patcher.is_ui_format(body.get("workflow")):
         return body["workflow"]
     return None
 
@@ -132,7 +137,7 @@ def load_prompt(store: WorkflowStore, client: ComfyUIClient, name: str) -> patch
     shared with later calls: callers patch a copy (patcher.apply_request does)."""
     stored = store.fetch(name)
     document = stored.document
-    if isinstance(document, dict) and not convert.is_ui_format(document) and isinstance(document.get("prompt"), dict):
+    if isinstance(document, dict) and not patcher.is_ui_format(document) and isinstance(document.get("prompt"), dict):
         return patcher.normalise_workflow(document)  # an API prompt, perhaps beside its UI form
     ui = ui_document(document)
     if ui is None:
