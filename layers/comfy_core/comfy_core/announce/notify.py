@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..config import Settings, get_settings
-from ..jobs import EXTRA_DATA_KEY
+from ..answers import EXTRA_DATA_KEY
 from ..status import execution_time, failed, failure_details
 from . import events, webhooks
 
