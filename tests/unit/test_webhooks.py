@@ -182,7 +182,7 @@ class Receiver:
 def receiver(monkeypatch: pytest.MonkeyPatch) -> Any:
     def install(*answers: int | Exception) -> Receiver:
         fake = Receiver(*answers)
-        monkeypatch.setattr(webhooks.netguard, "open_url", fake.open_url)
+        monkeypatch.setattr(netguard, "open_url", fake.open_url)
         return fake
 
     return install

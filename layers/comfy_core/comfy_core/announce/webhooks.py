@@ -42,16 +42,18 @@ import hmac
 import json
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from aws_lambda_powertools.metrics import MetricUnit
 
 from .. import deadline as invocation
-from .. import netguard
 from ..config import Settings, get_settings
 from ..errors import BadRequestError, ComfyCoreError, FetchError
 from ..observability import logger, metrics
+
+if TYPE_CHECKING:  # imported where a URL is checked or called: most runs have no webhook
+    from .. import netguard
 
 TIMESTAMP_HEADER = "X-Comfy-Timestamp"
 SIGNATURE_HEADER = "X-Comfy-Signature"
@@ -69,6 +71,8 @@ USER_AGENT = "comfy-serverless-api-webhooks"
 
 # -- the address -------------------------------------------------------------------------
 def _rules(settings: Settings) -> netguard.Rules:
+    from .. import netguard
+
     return netguard.Rules(
         allow_http=settings.webhook_allow_http, allow_private=settings.webhook_allow_private
     )
@@ -83,6 +87,8 @@ def check(url: Any, settings: Settings, deadline: netguard.Deadline | None = Non
     """The URL resolved and checked, what an attempt connects to; BadRequestError saying why
     a webhook may not be sent to it."""
     _require_enabled(settings)
+    from .. import netguard
+
     return netguard.check_url(url, _rules(settings), field="webhook_url", deadline=deadline)
 
 
@@ -153,6 +159,8 @@ def _attempt(url: str, body: bytes, headers: dict[str, str], settings: Settings)
     """'ok', 'retry' or 'fail' for one POST, all of it within WEBHOOK_TIMEOUT; BadRequestError
     when the address is refused. Each attempt resolves the name once, checks what it got and
     connects to that: a retry follows DNS changes, and is checked for them."""
+    from .. import netguard
+
     deadline = netguard.Deadline.after(invocation.bounded(settings.webhook_timeout))
     try:
         checked = check(url, settings, deadline)

@@ -29,14 +29,17 @@ import tempfile
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
-from .. import deadline, netguard
+from .. import deadline
 from ..comfyui.client import ComfyUIClient
 from ..config import Settings
 from ..errors import BadRequestError, ConfigurationError, FetchError, StorageError
 from ..storage import client_error_code, s3_client
 from . import images
+
+if TYPE_CHECKING:  # imported where an input URL is checked and fetched: most inputs have none
+    from .. import netguard
 
 # Node classes whose `image` input names a file in ComfyUI's input folder.
 INPUT_CLASSES = {"LoadImage": "image", "LoadImageMask": "image"}
@@ -237,10 +240,14 @@ def _decode_base64(text: str, spool: _Spool) -> None:
 
 def url_rules(settings: Settings) -> netguard.Rules:
     """The webhook rules (https, public addresses only) plus INPUT_URL_ALLOWLIST."""
+    from .. import netguard
+
     return netguard.Rules(allowlist=settings.input_url_allowlist)
 
 
 def _from_url(url: str, spool: _Spool, settings: Settings) -> None:
+    from .. import netguard
+
     limit = netguard.Deadline.after(deadline.bounded(settings.input_fetch_timeout))
     checked = netguard.check_url(url, url_rules(settings), field=f"{spool.field}.url", deadline=limit)
     with netguard.open_url(checked, "GET", deadline=limit, headers={"Accept": "image/*"}) as response:
