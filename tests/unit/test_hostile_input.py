@@ -161,4 +161,7 @@ def test_object_endpoints_refuse_other_json(method: str, body: Any) -> None:
         mock.add(responses.GET, f"{get_settings().comfyui_base_url}/{method}", json=body)
         client = ComfyUIClient(get_settings())
         with pytest.raises(ComfyUIBadResponseError):
-            getattr(client, method)(*([5] if method == "history" else []))
+            if method == "history":  # read as a stream, entry by entry
+                list(client.history_items(5))
+            else:
+                getattr(client, method)()
