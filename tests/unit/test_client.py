@@ -8,6 +8,8 @@ import uuid
 from typing import Any
 
 import pytest
+
+from comfy_core import reset_container_state
 import requests
 import responses
 from urllib3.util.retry import Retry
@@ -291,6 +293,5 @@ def test_get_client_is_cached_until_reset(monkeypatch) -> None:
     assert get_client() is first
     assert first.base_url == BASE
     monkeypatch.setenv("COMFYUI_BASE_URL", "http://other.test:9000/")
-    get_settings.cache_clear()
-    get_client.cache_clear()
+    reset_container_state()
     assert get_client().base_url == "http://other.test:9000"

@@ -17,18 +17,19 @@ def reset_container_state() -> None:
     from . import config, invoke, storage
     from .announce import events
     from .archive import results
-    from .comfyui import client
+    from .fleet import pool
     from .workflows import store
 
     cached_per_container = (
-        config.get_settings, client.get_client, store.get_store, results.get_archive,
+        config.get_settings, pool.get_fleet, store.get_store, results.get_archive,
         storage.s3_client, events.events_client, invoke.lambda_client,
     )
     for cached in cached_per_container:
         cached.cache_clear()
     # Modules of event-driven jobs: reset only when loaded, so a reset never imports them.
     lazy = {"triggers": "sqs_client", "idempotency": "persistence_layer", "netguard": "ssl_context",
-            "workflows.ui": "conversion_cache", "live.state": "dynamodb_client"}
+            "workflows.ui": "conversion_cache", "live.state": "dynamodb_client",
+            "fleet.routing": "get_router", "fleet.placement": "get_placements"}
     for module, name in lazy.items():
         if f"{__name__}.{module}" in sys.modules:
             getattr(sys.modules[f"{__name__}.{module}"], name).cache_clear()

@@ -116,9 +116,17 @@ class Settings:
     # Seconds between the watcher's scheduled starts: a running watcher hands over just
     # after a tick, so the next one takes the socket without a gap.
     watcher_tick_seconds: int = 60
+    # A fleet (issue 13): COMFYUI_BASE_URL may list several backends ("[name=]url,..."); an
+    # SSM parameter, when named, is the registry operators edit without a redeploy (read at
+    # most every `backends_cache_seconds`). A backend unreachable (or removed) for longer
+    # than `backend_gone_grace` has its unfinished prompts reported as `error`.
+    comfyui_backends_parameter: str = ""
+    backends_cache_seconds: float = 30.0
+    backend_gone_grace: int = 600
 
     @classmethod
     def from_env(cls) -> "Settings":
+        # One URL, or a fleet's list ("[name=]url,..."): fleet.backends parses it.
         base = os.environ.get("COMFYUI_BASE_URL", "http://127.0.0.1:8188").strip().rstrip("/")
         # No default from the base URL: that is usually a private address clients must
         # not be shown (and cannot reach). Without it, image `url`s are null.
@@ -166,6 +174,9 @@ class Settings:
             prompt_state_expiry=max(3600, _int("PROMPT_STATE_EXPIRY_SECONDS", 7 * 86_400)),
             watcher_client_id=os.environ.get("WATCHER_CLIENT_ID", "").strip()[:128],
             watcher_tick_seconds=min(max(_int("WATCHER_TICK_SECONDS", 60), 10), 3600),
+            comfyui_backends_parameter=os.environ.get("COMFYUI_BACKENDS_PARAMETER", "").strip(),
+            backends_cache_seconds=min(max(_float("BACKENDS_CACHE_SECONDS", 30.0), 0.0), 3600.0),
+            backend_gone_grace=max(0, _int("BACKEND_GONE_GRACE_SECONDS", 600)),
         )
 
 

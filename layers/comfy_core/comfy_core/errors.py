@@ -93,6 +93,8 @@ class ComfyUIError(ComfyCoreError):
 
 class ComfyUIUnreachableError(ComfyUIError):
     status_code = 502
+    # Set by the client: no connection was made, so nothing reached ComfyUI.
+    never_connected = False
 
 
 class ComfyUITimeoutError(ComfyUIError):

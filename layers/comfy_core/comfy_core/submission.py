@@ -10,7 +10,6 @@ from aws_lambda_powertools.metrics import MetricUnit
 
 from . import idempotency, jobs, validation
 from .announce import notify
-from .comfyui.client import get_client
 from .config import get_settings
 from .errors import BadRequestError, ComfyUIRejectedError
 from .observability import metrics
@@ -33,8 +32,7 @@ def submit(
     """jobs.run_workflow plus the PromptSubmitted/PromptRejected metrics and the
     `ComfyUI Prompt Submitted` event. `prompt_id`: see jobs.run_workflow (keyed only)."""
     try:
-        answer = jobs.run_workflow(get_client(), get_store(), workflow, body, job=origin,
-                                   prompt_id=prompt_id)
+        answer = jobs.run_workflow(get_store(), workflow, body, job=origin, prompt_id=prompt_id)
     except ComfyUIRejectedError:
         metrics.add_metric(name="PromptRejected", unit=MetricUnit.Count, value=1)
         raise

@@ -9,7 +9,6 @@ import json
 import uuid
 from collections.abc import Iterator
 from contextvars import ContextVar
-from functools import lru_cache
 from typing import Any
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
@@ -19,7 +18,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from .. import deadline
-from ..config import Settings, get_settings
+from ..config import Settings
 from ..errors import (
     ComfyUIBadResponseError,
     ComfyUIError,
@@ -95,9 +94,11 @@ def _new_session(settings: Settings) -> requests.Session:
 class ComfyUIClient:
     """Typed access to the ComfyUI endpoints the API uses."""
 
-    def __init__(self, settings: Settings, session: requests.Session | None = None) -> None:
+    def __init__(self, settings: Settings, session: requests.Session | None = None,
+                 backend: str = "default") -> None:
         self.settings = settings
         self.base_url = settings.comfyui_base_url
+        self.backend = backend  # the fleet's name for this server (fleet.backends)
         self.session = session or _new_session(settings)
         self.request_count = 0  # round trips made; tests and bench assert on it
 
@@ -131,7 +132,9 @@ class ComfyUIClient:
         try:
             return self.session.request(method, url, timeout=timeouts, **kwargs)
         except requests.exceptions.ConnectTimeout as exc:
-            raise ComfyUIUnreachableError("ComfyUI is unreachable (connect timed out)") from exc
+            error = ComfyUIUnreachableError("ComfyUI is unreachable (connect timed out)")
+            error.never_connected = True
+            raise error from exc
         except requests.exceptions.Timeout as exc:
             raise ComfyUITimeoutError("ComfyUI did not answer in time") from exc
         except requests.exceptions.RetryError as exc:
@@ -139,7 +142,9 @@ class ComfyUIClient:
         except requests.exceptions.ConnectionError as exc:
             if _is_read_timeout(exc):
                 raise ComfyUITimeoutError("ComfyUI did not answer in time") from exc
-            raise ComfyUIUnreachableError("ComfyUI is unreachable") from exc
+            error = ComfyUIUnreachableError("ComfyUI is unreachable")
+            error.never_connected = _never_connected(exc)
+            raise error from exc
         except requests.exceptions.RequestException as exc:
             raise ComfyUIBadResponseError("Request to ComfyUI failed") from exc
         finally:
@@ -378,6 +383,16 @@ class _ObjectStream:
         return self._raw.read(size)
 
 
+def _never_connected(exc: requests.exceptions.ConnectionError) -> bool:
+    """True when no connection was made (refused, DNS, connect timeout): nothing was sent,
+    so a fleet may send the same request to another backend. A connection reset after
+    sending is not one: the backend may have the prompt."""
+    reason = exc.args[0] if exc.args else None
+    reason = getattr(reason, "reason", reason)
+    return isinstance(reason, (urllib3.exceptions.NewConnectionError, urllib3.exceptions.ConnectTimeoutError,
+                               urllib3.exceptions.NameResolutionError))
+
+
 def _is_read_timeout(exc: requests.exceptions.ConnectionError) -> bool:
     """A GET that timed out reading comes back as ConnectionError: with a Retry object urllib3
     wraps the ReadTimeoutError in MaxRetryError, which requests does not map to Timeout."""
@@ -385,7 +400,9 @@ def _is_read_timeout(exc: requests.exceptions.ConnectionError) -> bool:
     return isinstance(getattr(reason, "reason", reason), urllib3.exceptions.ReadTimeoutError)
 
 
-@lru_cache(maxsize=1)
 def get_client() -> ComfyUIClient:
-    """One client (and so one pooled Session) per warm container."""
-    return ComfyUIClient(get_settings())
+    """The first backend's client (the only one without a fleet): one pooled Session per
+    backend per warm container, kept by the fleet."""
+    from ..fleet.pool import get_fleet
+
+    return get_fleet().default_client()

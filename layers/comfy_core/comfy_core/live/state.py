@@ -8,15 +8,18 @@ One item per prompt, keyed `prompt_id`, expiring by TTL (`expires_at`, epoch sec
                   task_status turns it into `eta_seconds` when it answers
     started_at    epoch seconds of execution_start
     workflow      the stored workflow's name
-    backend       the ComfyUI that runs it ("default" until the fleet names several)
+    backend       the ComfyUI that runs it ("default" until the fleet names several);
+                  a fleet records it before it submits (fleet.placement)
+    submitted_at  epoch seconds a fleet sent it to that backend
     announced     epoch seconds its Completed/Failed event and webhook were claimed: the
                   conditional write that makes the announcement happen once
     cancelled_at  epoch seconds DELETE /api/task took it out of ComfyUI's queue: task_status
                   then answers `cancelled`, where ComfyUI no longer knows the prompt
 
-Two other kinds of item share the table, with keys no prompt id can take ('#' is not
-allowed in one): `lease#<backend>`, the live watcher's lease (live/lease.py), and
-`workflow#<name>`, recent run times of a workflow (for the ETA).
+Other kinds of item share the table, with keys no prompt id can take ('#' is not
+allowed in one): `lease#<backend>`, the live watcher's lease (live/lease.py),
+`workflow#<name>`, recent run times of a workflow (for the ETA), and `backend#<name>`,
+when a backend last answered a sweep (`last_seen`, for fleet.placement's grace period).
 
 Without PROMPT_STATE_TABLE every function here is a no-op that answers as if the table
 were empty and every claim were won: local runs without it behave as before.
@@ -159,6 +162,63 @@ def record_cancelled(prompt_id: str, settings: Settings | None = None) -> bool:
         logger.warning("Cancellation not recorded", extra={"prompt_id": prompt_id, "error": repr(exc)})
         return False
     return True
+
+
+# -- the fleet: which backend holds a prompt, when a backend was last seen --------------
+BACKEND_PREFIX = "backend#"
+
+
+def record_backend(prompt_id: str, backend: str, workflow: str | None,
+                   settings: Settings | None = None) -> bool:
+    """Remember the backend a prompt is sent to, before it is sent: a lookup (task_status,
+    cancel...) then costs one GetItem and one request to that backend, and a keyed retry
+    asks that backend whether the first attempt got in. Never raises: without the record
+    the prompt is found by asking every backend."""
+    settings = settings or get_settings()
+    if not settings.prompt_state_table:
+        return False
+    stamp = now()
+    values: dict[str, Any] = {":backend": backend, ":at": stamp,
+                              ":ttl": int(stamp) + settings.prompt_state_expiry}
+    sets = ["backend = :backend", "submitted_at = :at", "#ttl = :ttl"]
+    if workflow:
+        values[":workflow"] = workflow
+        sets.append("workflow = :workflow")
+    try:
+        dynamodb_client().update_item(
+            TableName=settings.prompt_state_table,
+            Key=_key(prompt_id),
+            UpdateExpression="SET " + ", ".join(sets),
+            ExpressionAttributeNames={"#ttl": TTL_ATTRIBUTE},
+            ExpressionAttributeValues={name: to_attribute(value) for name, value in values.items()},
+        )
+    except Exception as exc:  # noqa: BLE001 - botocore error types are generated
+        logger.warning("Prompt backend not recorded", extra={"prompt_id": prompt_id, "error": repr(exc)})
+        return False
+    return True
+
+
+def record_seen(backends: list[str], settings: Settings | None = None) -> None:
+    """Stamp `last_seen` on each backend that just answered (the archiver's sweep does)."""
+    settings = settings or get_settings()
+    if not settings.prompt_state_table:
+        return
+    stamp = now()
+    for backend in backends:
+        item = {KEY: f"{BACKEND_PREFIX}{backend}", "last_seen": stamp,
+                TTL_ATTRIBUTE: int(stamp) + settings.prompt_state_expiry}
+        try:
+            dynamodb_client().put_item(TableName=settings.prompt_state_table,
+                                       Item={name: to_attribute(value) for name, value in item.items()})
+        except Exception as exc:  # noqa: BLE001 - botocore error types are generated
+            logger.warning("Backend health not recorded", extra={"backend": backend, "error": repr(exc)})
+
+
+def last_seen(backend: str, settings: Settings | None = None) -> float | None:
+    """When `backend` last answered a sweep (epoch seconds), or None if never recorded."""
+    item = load(f"{BACKEND_PREFIX}{backend}", settings)
+    seen = (item or {}).get("last_seen")
+    return float(seen) if isinstance(seen, (int, float)) else None
 
 
 # -- progress --------------------------------------------------------------------------

@@ -338,17 +338,21 @@ def prepare(targets: list[Target], settings: Settings, *, allow_s3: bool) -> lis
 
 def send(client: ComfyUIClient, workflow: dict[str, Any], targets: list[Target],
          spooled: list[Spooled]) -> dict[str, Any]:
-    """Upload each distinct input once and point its node at the name ComfyUI gave it."""
+    """Upload each distinct input once and point its node at the name ComfyUI gave it.
+    The files stay open (a fleet sends them again to the next backend if this one refused
+    the connection): the caller closes them, see `close`."""
     names: dict[str, str] = {}
-    try:
-        for target, item in zip(targets, spooled):
-            if item.sha256 not in names:
-                names[item.sha256] = client.upload_image(item.name, item.file, item.info.content_type)
-            workflow[target.node_id].setdefault("inputs", {})["image"] = names[item.sha256]
-    finally:
-        for item in spooled:
-            item.close()
+    for target, item in zip(targets, spooled):
+        if item.sha256 not in names:
+            item.file.seek(0)
+            names[item.sha256] = client.upload_image(item.name, item.file, item.info.content_type)
+        workflow[target.node_id].setdefault("inputs", {})["image"] = names[item.sha256]
     return workflow
+
+
+def close(spooled: list[Spooled]) -> None:
+    for item in spooled:
+        item.close()
 
 
 def apply(client: ComfyUIClient, workflow: dict[str, Any], targets: list[Target], settings: Settings,
@@ -356,7 +360,11 @@ def apply(client: ComfyUIClient, workflow: dict[str, Any], targets: list[Target]
     """The patched workflow with its inputs uploaded to ComfyUI (no-op without targets)."""
     if not targets:
         return workflow
-    return send(client, workflow, targets, prepare(targets, settings, allow_s3=allow_s3))
+    spooled = prepare(targets, settings, allow_s3=allow_s3)
+    try:
+        return send(client, workflow, targets, spooled)
+    finally:
+        close(spooled)
 
 
 # -- POST /api/uploads ---------------------------------------------------------------------

@@ -56,10 +56,12 @@ class ConversionCache:
         self.object_info_fetches = 0  # tests assert the caching on these counts
         self.conversions = 0
 
-    def definitions(self, client: ComfyUIClient) -> NodeDefinitions:
+    def definitions(self, client: ComfyUIClient, *, refresh: bool = False) -> NodeDefinitions:
+        """`client`'s backend's node definitions; `refresh` fetches them again now (the
+        fleet's router does when a backend seems to lack a node or a model)."""
         cached = self._definitions.get(client.base_url)
         now = time.monotonic()
-        if cached is not None and now - cached.fetched_at < self.ttl:
+        if cached is not None and now - cached.fetched_at < self.ttl and not refresh:
             return cached
         info = client.object_info()
         self.object_info_fetches += 1

@@ -1,0 +1,95 @@
+"""Where a prompt is: the backend a fleet sent it to.
+
+A fleet records the backend in the prompt-state table before it submits (state.record_backend),
+so status, image, history/{id} and cancel cost one GetItem and then one request to that
+backend, as with one server. Without a record (no table, a prompt from before the fleet, an
+expired item) or with a backend since removed from the registry, every backend is asked at
+once, and the one that knows the prompt answers.
+
+One server: no lookup at all, the only backend is the answer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from ..comfyui.client import ComfyUIClient
+from ..config import Settings
+from ..live import state as prompt_state
+from .backends import Backend
+from .pool import Fleet, get_fleet
+
+
+@dataclass
+class Placement:
+    """The client to ask about a prompt. `backend` is None when no backend knows it (then
+    `client` is the first backend's, for answers from the archive); `recorded` is the name
+    the prompt-state table holds, which may be a backend no longer in the registry."""
+
+    client: ComfyUIClient
+    backend: Backend | None
+    recorded: str | None = None
+    item: dict[str, Any] | None = None  # the prompt-state item, when one was read
+
+    @property
+    def name(self) -> str | None:
+        return self.backend.name if self.backend is not None else self.recorded
+
+
+def _holds(client: ComfyUIClient, prompt_id: str) -> bool:
+    """True when this backend's history or queue has the prompt (queue first: a prompt
+    finishing between the two calls is then still found in the history)."""
+    queue = client.queue()
+    for key in ("queue_running", "queue_pending"):
+        for item in queue.get(key) or []:
+            if isinstance(item, list) and len(item) >= 2 and item[1] == prompt_id:
+                return True
+    return client.history_entry(prompt_id) is not None
+
+
+class Placements:
+    def __init__(self, fleet: Fleet, settings: Settings | None = None) -> None:
+        self.fleet = fleet
+        self.settings = settings or fleet.settings
+
+    def record(self, prompt_id: str, backend: Backend, workflow: str | None) -> None:
+        """Before a fleet's POST /prompt (a no-op for one server)."""
+        if self.fleet.is_fleet:
+            prompt_state.record_backend(prompt_id, backend.name, workflow, self.settings)
+
+    def locate(self, prompt_id: str) -> Placement:
+        backends = self.fleet.backends()
+        if len(backends) == 1:
+            return Placement(self.fleet.client(backends[0]), backends[0])
+        item = prompt_state.load(prompt_id, self.settings)
+        recorded = (item or {}).get("backend")
+        recorded = recorded if isinstance(recorded, str) else None
+        backend = self.fleet.find(recorded)
+        if backend is not None:
+            return Placement(self.fleet.client(backend), backend, recorded, item)
+        for outcome in self.fleet.each(lambda client: _holds(client, prompt_id)):
+            if outcome.ok and outcome.value:
+                return Placement(self.fleet.client(outcome.backend), outcome.backend, recorded, item)
+        return Placement(self.fleet.default_client(), None, recorded, item)
+
+    def gone(self, placement: Placement) -> float | None:
+        """Seconds the prompt's backend has been gone (unreachable or removed, and not seen
+        by a sweep for longer than BACKEND_GONE_GRACE_SECONDS), else None: a backend
+        inside its grace period may come back with the prompt."""
+        name = placement.name
+        if name is None:
+            return None
+        since = prompt_state.last_seen(name, self.settings)
+        if since is None and placement.item:
+            since = placement.item.get("submitted_at") or placement.item.get("updated_at")
+        if not isinstance(since, (int, float)):
+            return None
+        away = prompt_state.now() - float(since)
+        return away if away > self.settings.backend_gone_grace else None
+
+
+@lru_cache(maxsize=1)
+def get_placements() -> Placements:
+    return Placements(get_fleet())
