@@ -2,9 +2,10 @@
 
 from comfy_core import status, validation
 from comfy_core.api import Request, api_handler
-from comfy_core.comfyui.client import get_client
+from comfy_core.fleet.placement import get_placements
 
 
 @api_handler
 def lambda_handler(request: Request):
-    return status.cancel(get_client(), validation.prompt_id(request.path_params.get("prompt_id")))
+    prompt_id = validation.prompt_id(request.path_params.get("prompt_id"))
+    return status.cancel(get_placements().locate(prompt_id).client, prompt_id)

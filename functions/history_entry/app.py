@@ -3,10 +3,10 @@
 from comfy_core.archive import results
 from comfy_core import validation
 from comfy_core.api import Request, api_handler
-from comfy_core.comfyui.client import get_client
+from comfy_core.fleet.placement import get_placements
 
 
 @api_handler
 def lambda_handler(request: Request):
     prompt_id = validation.prompt_id(request.path_params.get("prompt_id"))
-    return results.history_entry(get_client(), results.get_archive(), prompt_id)
+    return results.history_entry(get_placements().locate(prompt_id), results.get_archive(), prompt_id)

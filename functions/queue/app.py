@@ -1,10 +1,11 @@
-"""GET /api/queue: running and pending prompt ids with positions (no workflow graphs)."""
+"""GET /api/queue: running and pending prompt ids with positions (no workflow graphs), in
+total and per ComfyUI backend."""
 
-from comfy_core import status
 from comfy_core.api import Request, api_handler
-from comfy_core.comfyui.client import get_client
+from comfy_core.fleet import views
+from comfy_core.fleet.pool import get_fleet
 
 
 @api_handler
 def lambda_handler(request: Request):
-    return status.queue_summary(get_client().queue())
+    return views.queue(get_fleet())

@@ -1,10 +1,11 @@
-"""GET /api/status: ComfyUI's system stats (without its command line)."""
+"""GET /api/status: ComfyUI's system stats (without its command line); with a fleet, the
+first answering backend's, every backend's under `backends` and counts under `fleet`."""
 
-from comfy_core import answers
 from comfy_core.api import Request, api_handler
-from comfy_core.comfyui.client import get_client
+from comfy_core.fleet import views
+from comfy_core.fleet.pool import get_fleet
 
 
 @api_handler
 def lambda_handler(request: Request):
-    return answers.public_system_stats(get_client().system_stats())
+    return views.system(get_fleet())

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -56,6 +56,14 @@ def _messages(entry: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         if isinstance(message, list) and len(message) == 2 and isinstance(message[1], dict):
             result.append((str(message[0]), message[1]))
     return result
+
+
+def started_at(entry: dict[str, Any]) -> float | None:
+    """ComfyUI's timestamp (ms) of the prompt's execution_start, or None."""
+    for event, data in _messages(entry):
+        if event == "execution_start" and isinstance(data.get("timestamp"), (int, float)):
+            return float(data["timestamp"])
+    return None
 
 
 def execution_time(entry: dict[str, Any]) -> float | None:
@@ -237,6 +245,13 @@ class HistoryPage:
 MAX_OFFSET = 10_000_000
 
 
+def history_query(query: dict[str, str], default: int, limit: int) -> tuple[int, int | None, bool]:
+    """(max_items, offset, include_prompt) of a GET /api/history query, checked."""
+    count = _count(query.get("max_items"), "max_items", 1, limit) or default
+    offset = _count(query.get("offset"), "offset", 0, MAX_OFFSET)
+    return count, offset, _flag(query.get("include_prompt"), "include_prompt")
+
+
 def history(client: ComfyUIClient, query: dict[str, str], default: int, limit: int,
             budget: int = answers.ANSWER_BUDGET_BYTES) -> HistoryPage:
     """Recent history, always bounded: by count (`max_items`, default `default`, at most
@@ -247,13 +262,18 @@ def history(client: ComfyUIClient, query: dict[str, str], default: int, limit: i
     entries; with `offset` (counted from the oldest, as ComfyUI does) it keeps the first
     ones and `X-Next-Offset` says where the next page starts. Either way `X-Truncated:
     true` marks a page that left entries out."""
-    count = _count(query.get("max_items"), "max_items", 1, limit) or default
-    offset = _count(query.get("offset"), "offset", 0, MAX_OFFSET)
-    include_prompt = _flag(query.get("include_prompt"), "include_prompt")
+    count, offset, include_prompt = history_query(query, default, limit)
+    entries = ((prompt_id, answers.public_entry(entry, include_prompt=include_prompt))
+               for prompt_id, entry in client.history_items(count, offset))
+    return page(entries, offset, budget)
+
+
+def page(entries: Iterable[tuple[str, Any]], offset: int | None,
+         budget: int = answers.ANSWER_BUDGET_BYTES) -> HistoryPage:
+    """A history page of public entries, oldest first, within `budget` bytes (see history)."""
     kept: deque[tuple[str, Any, int]] = deque()
     total, omitted, next_offset = 2, 0, None
-    for index, (prompt_id, entry) in enumerate(client.history_items(count, offset)):
-        entry = answers.public_entry(entry, include_prompt=include_prompt)
+    for index, (prompt_id, entry) in enumerate(entries):
         size = answers.size_of({prompt_id: entry})  # its braces stand for the ", " between entries
         if size + 2 > budget:
             omitted += 1  # one entry alone over the limit: never sendable

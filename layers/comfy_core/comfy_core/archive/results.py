@@ -8,13 +8,17 @@ from the manifest when it does not, so a finished prompt stays finished.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
 
 from .. import answers, deadline, status
 from ..comfyui.client import ComfyUIClient
 from ..config import Settings, get_settings
-from ..errors import NotFoundError, StorageError
+from ..errors import ComfyUIUnreachableError, NotFoundError, StorageError
+from ..fleet.placement import Placement, get_placements
+from ..fleet.pool import get_fleet
+from ..fleet.routing import NoBackendAvailableError as BackendUnavailableError
 from ..invoke import invoke_async
 from ..live import state as prompt_state
 from ..observability import logger
@@ -156,10 +160,13 @@ def copy_state(answer: dict[str, Any], store: ImageArchive) -> dict[str, Any] | 
     return {"status": "archived", "retry_after": None}
 
 
-def task_status_response(client: ComfyUIClient, store: ImageArchive,
+def task_status_response(placement: Placement, store: ImageArchive,
                          prompt_id: str) -> tuple[int, dict[str, Any], dict[str, str]]:
     """GET /api/task_status: the answer, with `Retry-After` while its files are copied."""
-    answer = task_status(client, store, prompt_id)
+    answer = _following(placement, store, prompt_id, lambda: task_status(placement, store, prompt_id),
+                        lambda manifest: _status_from_manifest(placement.client, prompt_id, manifest, store))
+    if placement.name is not None and placement.backend is not None and get_fleet().is_fleet:
+        answer["backend"] = placement.name
     copy = copy_state(answer, store)
     headers: dict[str, str] = {}
     if copy is not None:
@@ -169,20 +176,64 @@ def task_status_response(client: ComfyUIClient, store: ImageArchive,
     return 200, answer, headers
 
 
-def task_status(client: ComfyUIClient, store: ImageArchive, prompt_id: str) -> dict[str, Any]:
+def task_status(placement: Placement, store: ImageArchive, prompt_id: str) -> dict[str, Any]:
+    client = placement.client
     entry = client.history_entry(prompt_id)
     if entry is not None:
         return _finished_with_archive(client, prompt_id, entry, store)
     answer = status.queue_status(client, prompt_id)
     if answer["status"] == "running" and store.settings.prompt_state_table:
-        # One GetItem: what the live watcher last wrote (null before its first write).
-        answer["progress"] = prompt_state.progress_answer(prompt_state.load(prompt_id, store.settings))
+        # What the live watcher last wrote (null before its first write): the item the
+        # fleet's lookup read already, else one GetItem.
+        item = placement.item if placement.item is not None else prompt_state.load(prompt_id, store.settings)
+        answer["progress"] = prompt_state.progress_answer(item)
     if answer["status"] != "not_found":
         return answer
     manifest = store.manifest(prompt_id, required=True)
     if manifest:
         return _status_from_manifest(client, prompt_id, manifest, store)
-    return _cancelled(prompt_id, store) or answer
+    return _cancelled(prompt_id, store) or _lost(placement, prompt_id) or answer
+
+
+def _following(placement: Placement, store: ImageArchive, prompt_id: str,
+               ask: Callable[[], dict[str, Any]],
+               archived: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
+    """`ask()` the prompt's backend; when it cannot be reached, a finished prompt is
+    answered from its archive (`archived(manifest)`), and a prompt whose backend has been
+    gone past the grace period is reported lost. Otherwise the backend's trouble (503)."""
+    try:
+        return ask()
+    except ComfyUIUnreachableError:
+        manifest = store.manifest(prompt_id)
+        if manifest:
+            return archived(manifest)
+        lost = _lost(placement, prompt_id, reachable=False)
+        if lost is not None:
+            return lost
+        raise
+
+
+def _lost(placement: Placement, prompt_id: str, reachable: bool = True) -> dict[str, Any] | None:
+    """The `error` answer for a prompt of a fleet backend that is gone: unreachable (or
+    removed from the registry) and not seen for longer than BACKEND_GONE_GRACE_SECONDS.
+    None while it may still come back; a removed backend within its grace is a 503."""
+    if placement.recorded is None or (reachable and placement.backend is not None):
+        return None  # no record, or its backend answered: not_found means not found
+    away = get_placements().gone(placement)
+    if away is None:
+        if placement.backend is None:
+            raise BackendUnavailableError(
+                f"ComfyUI backend {placement.recorded!r}, which holds this prompt, is not in the "
+                "fleet now; retry later", extra={"prompt_id": prompt_id, "backend": placement.recorded})
+        return None
+    message = (f"ComfyUI backend {placement.recorded!r} has been gone for {int(away // 60)} minutes; "
+               "the prompt did not finish there and its result is lost")
+    return {
+        "status": "error", "message": message, "prompt_id": prompt_id, "images": [],
+        "execution_time": None, "node_errors": {}, "backend": placement.recorded,
+        "error": {"type": "backend_gone", "node_id": None, "node_type": None,
+                  "exception_type": None, "exception_message": message},
+    }
 
 
 def _cancelled(prompt_id: str, store: ImageArchive) -> dict[str, Any] | None:
@@ -197,26 +248,39 @@ def _cancelled(prompt_id: str, store: ImageArchive) -> dict[str, Any] | None:
             "prompt_id": prompt_id, "cancelled_at": cancelled_at}
 
 
-def images(client: ComfyUIClient, store: ImageArchive, prompt_id: str) -> dict[str, Any]:
-    entry = client.history_entry(prompt_id)
-    if entry is not None:
-        found = _finished_with_archive(client, prompt_id, entry, store)["images"]
-    else:
+def images(placement: Placement, store: ImageArchive, prompt_id: str) -> dict[str, Any]:
+    client = placement.client
+
+    def ask() -> dict[str, Any]:
+        entry = client.history_entry(prompt_id)
+        if entry is not None:
+            return {"images": _finished_with_archive(client, prompt_id, entry, store)["images"]}
         manifest = store.manifest(prompt_id, required=True)
-        found = _images_from_manifest(client, manifest, store) if manifest else []
+        return {"images": _images_from_manifest(client, manifest, store) if manifest else []}
+
+    found = _following(placement, store, prompt_id, ask,
+                       lambda manifest: {"images": _images_from_manifest(client, manifest, store)})["images"]
     if not found:
         raise NotFoundError(f"No images found for prompt {prompt_id}")
     return {"status": "success", "prompt_id": prompt_id, "images": found}
 
 
-def history_entry(client: ComfyUIClient, store: ImageArchive, prompt_id: str) -> dict[str, Any]:
-    entry = client.history_entry(prompt_id)
-    if entry is not None:
-        return {prompt_id: answers.public_entry(entry)}
-    manifest = store.manifest(prompt_id, required=True)
-    if manifest is None:
-        raise NotFoundError(f"No history for prompt {prompt_id}")
-    # ComfyUI forgot it (restart or eviction): the archived record, in history's shape.
+def history_entry(placement: Placement, store: ImageArchive, prompt_id: str) -> dict[str, Any]:
+    def ask() -> dict[str, Any]:
+        entry = placement.client.history_entry(prompt_id)
+        if entry is not None:
+            return {prompt_id: answers.public_entry(entry)}
+        manifest = store.manifest(prompt_id, required=True)
+        if manifest is None:
+            raise NotFoundError(f"No history for prompt {prompt_id}")
+        return _archived_entry(prompt_id, manifest)
+
+    return _following(placement, store, prompt_id, ask, lambda manifest: _archived_entry(prompt_id, manifest))
+
+
+def _archived_entry(prompt_id: str, manifest: dict[str, Any]) -> dict[str, Any]:
+    """ComfyUI forgot it (restart, eviction, a backend gone): the archived record, in
+    history's shape."""
     return {prompt_id: {
         "outputs": manifest.get("outputs") or {},
         "status": {"status_str": manifest.get("status"), "completed": manifest.get("completed"),
