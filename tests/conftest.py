@@ -61,6 +61,11 @@ _UNSET = (
     "PROMPT_STATE_EXPIRY_SECONDS",
     "WATCHER_CLIENT_ID",
     "WATCHER_TICK_SECONDS",
+    # A fleet: one backend (COMFYUI_BASE_URL above) unless a test lists more.
+    "COMFYUI_BACKENDS_PARAMETER",
+    "BACKENDS_CACHE_SECONDS",
+    "BACKEND_GONE_GRACE_SECONDS",
+    "COMFYUI_AUTH_PARAMETER",
 )
 
 # A running LocalStack (module-scoped e2e fixtures) points its in-process handlers at its moto

@@ -135,12 +135,17 @@ def parse_registry(document: Any, settings: Settings) -> list[Backend]:
             raise ConfigurationError(f"{where}: public_url, auth_parameter and auth_header are strings")
         if not isinstance(entry.get("drain", False), bool):
             raise ConfigurationError(f'{where}: "drain" is true or false')
+        auth = (optional["auth_parameter"] or "").strip().lstrip("/")
+        registry = settings.comfyui_backends_parameter.strip("/")
+        if auth and not auth.startswith(f"{registry}/"):
+            # The functions may read parameters under the registry's name only (template.yaml).
+            raise ConfigurationError(f"{where}: auth_parameter must be under {registry}/")
         backends.append(Backend(
             name=_checked_name(entry["name"], where),
             base_url=_checked_url(entry["url"], where),
             public_url=(optional["public_url"] or "").strip().rstrip("/"),
             auth_header=(optional["auth_header"] or "").strip() or settings.comfyui_auth_header,
-            auth_parameter=(optional["auth_parameter"] or "").strip(),
+            auth_parameter=auth,
             draining=bool(entry.get("drain", False)),
         ))
     _check_unique(backends, where)
@@ -165,6 +170,7 @@ class Registry:
         self._loaded: list[Backend] | None = None
         self._loaded_at = float("-inf")
         self.reads = 0  # registry reads made; tests assert the caching on it
+        self._ssm: Any = None
 
     def backends(self) -> list[Backend]:
         if not self.settings.comfyui_backends_parameter:
@@ -176,12 +182,15 @@ class Registry:
             return self._loaded or self._static
 
     def _read(self) -> list[Backend] | None:
-        import boto3
-
         self.reads += 1
         name = self.settings.comfyui_backends_parameter
+        path = name if name.startswith("/") else f"/{name}"  # as secrets.ssm_secret names it
         try:
-            value = boto3.client("ssm").get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"]
+            if self._ssm is None:
+                import boto3
+
+                self._ssm = boto3.client("ssm")
+            value = self._ssm.get_parameter(Name=path, WithDecryption=True)["Parameter"]["Value"]
             return parse_registry(json.loads(value), self.settings)
         except ConfigurationError as exc:
             logger.error("Backend registry is invalid; keeping the last good list",
