@@ -254,3 +254,47 @@ def test_a_vanished_backends_unfinished_prompt_is_an_error_after_the_grace(fleet
     answer = task_status(body["prompt_id"])
     assert answer["status"] == "error" and answer["error"]["type"] == "backend_gone"
     assert "gpu-b" in answer["message"] and answer["backend"] == "gpu-b"
+
+
+# -- the contract ----------------------------------------------------------------------------
+def as_response(function: str, evt: dict[str, Any]) -> requests.Response:
+    """A handler's answer as the HTTP response API Gateway would send."""
+    import importlib
+
+    from tests.support.lambda_context import FakeLambdaContext
+
+    import io
+
+    import urllib3
+    from requests.adapters import HTTPAdapter
+
+    raw = importlib.import_module(f"functions.{function}.app").lambda_handler(evt, FakeLambdaContext())
+    body = raw["body"].encode()
+    answer = urllib3.HTTPResponse(body=io.BytesIO(body), headers=raw["headers"], status=raw["statusCode"],
+                                  preload_content=False)
+    response = HTTPAdapter().build_response(requests.Request("GET", "https://api.test/").prepare(), answer)
+    response._content = body  # noqa: SLF001 - read once here, as requests would
+    return response
+
+
+def test_the_fleets_answers_match_the_documented_contract(fleet_env) -> None:
+    from tests.support.contract import check_response
+
+    submitted = run("empty_save", {})[1]
+    finished(fleet_env[submitted["backend"]], submitted["prompt_id"])
+    fleet_env["gpu-b"].stop()  # one backend down: its part of each answer says so
+    prompt = {"prompt_id": submitted["prompt_id"]}
+    for function, method, path, evt in [
+        ("queue", "get", "/api/queue", event("queue")),
+        ("system_status", "get", "/api/status", event("system_status")),
+        ("test_comfy", "get", "/api/test_comfy", event("test_comfy")),
+        ("history", "get", "/api/history", event("history")),
+        ("task_status", "get", "/api/task_status/{prompt_id}", event("task_status", pathParameters=prompt)),
+        ("run_workflow", "post", "/api/workflow/{workflow_name}",
+         event("run_workflow", pathParameters={"workflow_name": "empty_save"}, body="{}")),
+        ("run_workflow", "post", "/api/workflow/{workflow_name}",
+         event("run_workflow", pathParameters={"workflow_name": "sd15_txt2img"}, body="{}")),
+    ]:
+        response = as_response(function, evt)
+        assert response.status_code < 500, (function, response.text)
+        check_response(method, path, response)
