@@ -57,9 +57,10 @@ class ImageArchive:
     def download_url(self, key: str) -> str:
         return archive.presigned_url(key, settings=self.settings)
 
-    def request(self, prompt_id: str) -> None:
+    def request(self, prompt_id: str, backend: str | None = None) -> None:
         """Ask the archiver to copy this prompt now instead of at its next tick (at most once
-        per ARCHIVE_REQUEST_INTERVAL_SECONDS per prompt)."""
+        per ARCHIVE_REQUEST_INTERVAL_SECONDS per prompt). `backend`: the fleet backend that
+        ran it, so the archiver need not look it up."""
         if not self.settings.archiver_function_name:
             return
         now = deadline.now()
@@ -70,7 +71,10 @@ class ImageArchive:
         self._requested.move_to_end(prompt_id)
         while len(self._requested) > MAX_REMEMBERED_REQUESTS:
             self._requested.popitem(last=False)
-        invoke_async(self.settings.archiver_function_name, {"prompt_id": prompt_id})
+        payload = {"prompt_id": prompt_id}
+        if backend is not None and get_fleet().is_fleet:
+            payload["backend"] = backend
+        invoke_async(self.settings.archiver_function_name, payload)
 
 
 def _file_key(item: dict[str, Any]) -> tuple[str, str, str, str]:
@@ -134,7 +138,7 @@ def _finished_with_archive(client: ComfyUIClient, prompt_id: str, entry: dict[st
         manifest = store.manifest(prompt_id)
         with_archive(answer["images"], manifest, store)
         if manifest is None:
-            store.request(prompt_id)
+            store.request(prompt_id, client.backend)
     return answer
 
 
