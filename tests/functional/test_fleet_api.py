@@ -298,3 +298,18 @@ def test_the_fleets_answers_match_the_documented_contract(fleet_env) -> None:
         response = as_response(function, evt)
         assert response.status_code < 500, (function, response.text)
         check_response(method, path, response)
+
+
+def test_an_input_image_goes_to_the_backend_that_runs_the_prompt(fleet_env) -> None:
+    import base64
+
+    from tests.support.recordings import recorded_file
+
+    png = base64.b64encode(recorded_file("view_temp.png")).decode()
+    for _ in range(4):
+        body = run("img2img_invert", {"image": {"base64": png}})[1]
+        for name, standin in fleet_env.items():
+            uploads = standin.requests.count(("POST", "/upload/image"))
+            prompts = standin.requests.count(("POST", "/prompt"))
+            assert uploads == prompts, (name, uploads, prompts)  # each upload beside its prompt
+        assert body["prompt_id"] in queued_ids(fleet_env[body["backend"]])
