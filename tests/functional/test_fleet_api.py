@@ -313,3 +313,22 @@ def test_an_input_image_goes_to_the_backend_that_runs_the_prompt(fleet_env) -> N
             prompts = standin.requests.count(("POST", "/prompt"))
             assert uploads == prompts, (name, uploads, prompts)  # each upload beside its prompt
         assert body["prompt_id"] in queued_ids(fleet_env[body["backend"]])
+
+
+def test_a_prompt_whose_backend_cannot_be_recorded_is_not_sent(fleet_env, monkeypatch) -> None:
+    """A retry trusts "no record, never sent": so without the record nothing goes out."""
+    monkeypatch.setattr(prompt_state, "record_backend", lambda *args, **kwargs: False)
+    status, body = run("empty_save", {})
+    assert (status, body["status_code"]) == (503, 503) and body["prompt_id"]
+    assert all(("POST", "/prompt") not in standin.requests for standin in fleet_env.values())
+
+
+def test_a_first_keyed_submission_does_not_ask_every_backend_for_its_prompt(fleet_env) -> None:
+    from comfy_core import jobs
+    from comfy_core.workflows.store import get_store
+
+    prompt_id = jobs.keyed_prompt_id("http", "k-2", {"x": 2})
+    jobs.run_workflow(get_store(), "empty_save", {}, prompt_id=prompt_id)
+    asked = [request for standin in fleet_env.values() for request in standin.requests
+             if request[1] == "/queue" or request[1].startswith("/history")]
+    assert asked == []  # its missing record is the answer: one GetItem, no probe

@@ -119,7 +119,7 @@ def run_workflow(
     body, targets = inputs.take_targets(stored, body)
     workflow = patcher.apply_request(stored, body)
     if prompt_id is not None:
-        placement = placements.locate(prompt_id)
+        placement = placements.locate(prompt_id, probe=not placements.recorded_always)
         found = _submitted_before(placement.client, prompt_id) if placement.backend else None
         if found is not None:
             logger.info("Prompt was submitted by an earlier attempt; not submitted again",

@@ -17,6 +17,7 @@ from typing import Any
 
 from ..comfyui.client import ComfyUIClient
 from ..config import Settings
+from ..errors import StorageError
 from ..live import state as prompt_state
 from .backends import Backend
 from .pool import Fleet, get_fleet
@@ -54,21 +55,35 @@ class Placements:
         self.fleet = fleet
         self.settings = settings or fleet.settings
 
-    def record(self, prompt_id: str, backend: Backend, workflow: str | None) -> None:
-        """Before a fleet's POST /prompt (a no-op for one server)."""
-        if self.fleet.is_fleet:
-            prompt_state.record_backend(prompt_id, backend.name, workflow, self.settings)
+    @property
+    def recorded_always(self) -> bool:
+        """Every prompt of this fleet is recorded before it is sent (`record`), so a prompt
+        without a record was never sent anywhere."""
+        return self.fleet.is_fleet and bool(self.settings.prompt_state_table)
 
-    def locate(self, prompt_id: str) -> Placement:
+    def record(self, prompt_id: str, backend: Backend, workflow: str | None) -> None:
+        """Before a fleet's POST /prompt (a no-op for one server). When the record cannot be
+        written nothing is sent: a retry trusts that a prompt without a record was never
+        sent (`locate(probe=False)`), which is what keeps it from going out twice."""
+        if self.recorded_always and not prompt_state.record_backend(prompt_id, backend.name, workflow,
+                                                                    self.settings):
+            raise StorageError("Could not record which ComfyUI backend gets the prompt; nothing was "
+                               "sent, retry", extra={"prompt_id": prompt_id})
+
+    def locate(self, prompt_id: str, *, probe: bool = True) -> Placement:
+        """Where the prompt is. `probe=False`: without a usable record, do not ask every
+        backend (a keyed submission's check when `recorded_always`)."""
         backends = self.fleet.backends()
         if len(backends) == 1:
             return Placement(self.fleet.client(backends[0]), backends[0])
-        item = prompt_state.load(prompt_id, self.settings)
+        item = prompt_state.load(prompt_id, self.settings, strict=not probe)
         recorded = (item or {}).get("backend")
         recorded = recorded if isinstance(recorded, str) else None
         backend = self.fleet.find(recorded)
         if backend is not None:
             return Placement(self.fleet.client(backend), backend, recorded, item)
+        if not probe and recorded is None:
+            return Placement(self.fleet.default_client(), None, None, item)
         for outcome in self.fleet.each(lambda client: _holds(client, prompt_id)):
             if outcome.ok and outcome.value:
                 return Placement(self.fleet.client(outcome.backend), outcome.backend, recorded, item)

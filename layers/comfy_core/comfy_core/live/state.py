@@ -268,9 +268,10 @@ def save_progress(
     return True
 
 
-def load(prompt_id: str, settings: Settings | None = None) -> dict[str, Any] | None:
+def load(prompt_id: str, settings: Settings | None = None, *, strict: bool = False) -> dict[str, Any] | None:
     """The prompt's item, or None (no table, no item, or the table unreadable: a status
-    answer without progress is still right)."""
+    answer without progress is still right). `strict`: an unreadable table raises
+    StorageError instead, for a caller that would act on "no item" (a keyed retry)."""
     settings = settings or get_settings()
     if not settings.prompt_state_table:
         return None
@@ -278,6 +279,10 @@ def load(prompt_id: str, settings: Settings | None = None) -> dict[str, Any] | N
         answer = dynamodb_client().get_item(TableName=settings.prompt_state_table, Key=_key(prompt_id))
     except Exception as exc:  # noqa: BLE001 - botocore error types are generated
         logger.warning("Prompt state unreadable", extra={"prompt_id": prompt_id, "error": repr(exc)})
+        if strict:
+            from ..errors import StorageError
+
+            raise StorageError("Prompt records are unreadable; retry") from exc
         return None
     item = answer.get("Item")
     return from_item(item) if item else None
