@@ -76,7 +76,7 @@ iam: $(VENV)/.stamp
 
 lint: $(VENV)/.stamp
 	$(VENV)/bin/cfn-lint template.yaml
-	$(PY) -m pyflakes layers functions devtools bench tests
+	$(PY) -m pyflakes layers functions devtools bench tests client
 
 validate: $(SAM_VENV)/.stamp
 	$(SAM) validate --lint
