@@ -1,7 +1,9 @@
 """Archiver: copies finished prompts' files from ComfyUI to S3 before ComfyUI loses them.
 
-A scheduled event (or any event without `prompt_id`) sweeps recent history;
-`{"prompt_id": "..."}` archives that one prompt now. Returns a JSON summary of counts.
+A scheduled event (or any event without `prompt_id`) sweeps recent history of every
+backend; `{"prompt_id": "...", "backend": "gpu-a"}` archives that one prompt now (`backend`
+optional: without it, or naming no backend of the fleet, the prompt is looked up).
+Returns a JSON summary of counts.
 """
 
 from typing import Any
@@ -30,4 +32,6 @@ def _run(event: Any, context: Any) -> dict[str, Any]:
         # Returned, not raised: an async invoke would retry a bad id twice for nothing.
         logger.warning("Archive request refused", extra={"error": exc.message})
         return {"status": "invalid", "error": exc.message}
-    return archive.archive_one(prompt_id)
+    backend = event.get("backend")
+    # A hint only: a name the fleet does not have (or not a string) means "look it up".
+    return archive.archive_one(prompt_id, backend=backend if isinstance(backend, str) else None)

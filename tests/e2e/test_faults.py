@@ -531,6 +531,9 @@ def test_archiver_resumes_after_comfyui_stalls_or_dies_mid_file(
         if handler.path.startswith("/history"):
             _send(handler, 200, json.dumps({prompt_id: entry}).encode(), "application/json")
             return
+        if handler.path.startswith("/queue"):  # the sweep's first question (fleet metrics)
+            _send(handler, 200, b'{"queue_running": [], "queue_pending": []}', "application/json")
+            return
         handler.send_response(200)
         handler.send_header("Content-Type", "image/png")
         handler.send_header("Content-Length", str(len(content)))

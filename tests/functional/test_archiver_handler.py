@@ -95,7 +95,7 @@ def test_scheduled_event_again_copies_nothing(comfy: StreamingComfy) -> None:
     comfy.calls.clear()
     summary = lambda_handler(event("archiver_scheduled"), FakeLambdaContext())
     assert summary["prompts_already_archived"] == 2 and summary["images_archived"] == 0
-    assert comfy.paths() == ["/history"]
+    assert comfy.paths() == ["/queue", "/history"]  # the queue: the fleet metrics' one request
 
 
 def test_prompt_event_archives_that_prompt_only(comfy: StreamingComfy, aws: Any) -> None:
@@ -128,7 +128,10 @@ def test_comfyui_down_ends_cleanly_with_a_metric(
     comfy.down_after = 0  # every connection refused
     summary = lambda_handler(event("archiver_scheduled"), FakeLambdaContext())
     assert summary["status"] == "failed" and summary["prompts_archived"] == 0
-    assert emitted_metrics(capsys.readouterr().out) == {"ArchiveRunFailed": 1}
+    emitted = emitted_metrics(capsys.readouterr().out)
+    fleet = {name: emitted.pop(name) for name in list(emitted) if name.startswith(("Backend", "Fleet"))}
+    assert emitted == {"ArchiveRunFailed": 1}
+    assert (fleet["BackendHealthy"], fleet["FleetHealthyBackends"], fleet["FleetBackends"]) == (0, 0, 1)
 
 
 def test_lost_file_is_counted(comfy: StreamingComfy, capsys: pytest.CaptureFixture) -> None:

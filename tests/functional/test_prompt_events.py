@@ -104,6 +104,7 @@ def test_completed_event_names_the_job_and_the_archived_keys(stack, hooks):
         "prompt_id": SAVE_ID,
         "workflow": "empty_save",
         "job_id": "order-1",
+        "backend": "default",
         "status": "success",
         "execution_time": completed["execution_time"],
         "bucket": BUCKET,

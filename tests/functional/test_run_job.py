@@ -284,6 +284,7 @@ def test_run_request_event_runs_and_is_announced(aws, comfy):
         "trigger": "eventbridge",
         "number": 0,
         "client_id": None,
+        "backend": "default",
     }
 
 

@@ -1,5 +1,6 @@
-"""One IAM-enforcing moto server and one ComfyUI stand-in for the whole tier; one stack of
-roles per parameter set, built on first use (see tests/support/iam.py)."""
+"""One IAM-enforcing moto server and one ComfyUI stand-in for the whole tier (and a second
+one, the fleet's other backend, for the registry scenario); one stack of roles per parameter
+set, built on first use (see tests/support/iam.py)."""
 
 from __future__ import annotations
 
@@ -48,14 +49,27 @@ def standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComfyUIStandIn
 
 
 @pytest.fixture(scope="session")
-def stacks(iam_server: IamMotoServer, standin: ComfyUIStandIn) -> Callable[..., IamStack]:
-    """`stacks(name, **parameters)`: that stack, built once per session."""
+def second_standin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComfyUIStandIn]:
+    """The fleet's other backend (registry scenario): prompts go to either."""
+    server = ComfyUIStandIn(root_dir=tmp_path_factory.mktemp("comfyui-b"), delay=0.0).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def stacks(iam_server: IamMotoServer, standin: ComfyUIStandIn,
+           second_standin: ComfyUIStandIn) -> Callable[..., IamStack]:
+    """`stacks(name, **parameters)`: that stack, built once per session. A stack with a
+    backends registry lists `standin` (gpu-a) and `second_standin` (gpu-b) in it."""
     built: dict[str, IamStack] = {}
 
     def get(name: str, **parameters: str) -> IamStack:
         if name not in built:
             values = {"ComfyUIBaseUrl": standin.base_url, **SCENARIOS.get(name, {}), **parameters}
-            built[name] = IamStack(iam_server, name, values).build(ROOT / "workflows")
+            backends = None
+            if values.get("ComfyUIBackendsParameter"):
+                backends = {"gpu-a": standin.base_url, "gpu-b": second_standin.base_url}
+            built[name] = IamStack(iam_server, name, values, backends).build(ROOT / "workflows")
         return built[name]
 
     return get

@@ -5,9 +5,12 @@ on AWS.
 Roles come from SAM's own translation of template.yaml (tests/support/iam.py): inline
 statements, expanded policy templates and the AWS managed policies SAM attaches, for the
 default parameters and with each !If switch flipped. The switches that change a role
-(HasComfyUIAuth, HasWebhookSecret) each run every code path below; the others are shown to
-change no role. The code is the real `lambda_handler` of each function with the environment
-the template gives it; ComfyUI is the stand-in.
+(HasComfyUIAuth, HasWebhookSecret, HasBackendsRegistry) each run every code path below; the
+others are shown to change no role. The code is the real `lambda_handler` of each function
+with the environment the template gives it; ComfyUI is the stand-in. With
+HasBackendsRegistry it is a fleet of two stand-ins listed in an SSM registry (the second
+with an auth secret under the registry's name), so every path also reads the registry, and
+records or looks up each prompt's backend in the prompt-state table as a fleet does.
 
 What moto 5.2.5 authorizes (verified; see tests/support/iam_moto.py):
 
@@ -37,6 +40,7 @@ import hmac
 import importlib
 import json
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -51,7 +55,8 @@ from comfy_core.errors import StorageError
 from devtools.comfyui_standin import ComfyUIStandIn, encode_pixels
 from devtools.template import ACCOUNT_ID, REGION
 from tests.support.handlers import ROOT, event
-from tests.support.iam import SECRET_VALUES, SWITCHES, IamStack, RoleRun, code_folders
+from tests.support.iam import (REGISTRY_PARAMETER, SECOND_BACKEND_TOKEN, SECRET_VALUES, SWITCHES, IamStack,
+                                RoleRun, code_folders)
 from tests.support.lambda_context import FakeLambdaContext
 from tests.support.sam import api_routes, load_template
 from tests.support.waiting import wait_for
@@ -60,6 +65,12 @@ FOLDERS = code_folders()
 API_FUNCTIONS = sorted({name for _, _, name in api_routes(load_template())})
 # Functions whose sample event makes no ComfyUI call (so no ComfyUI token read either).
 NO_COMFYUI = {"DocsFunction", "ListWorkflowsFunction", "OpenApiFunction", "UploadsFunction"}
+# Functions that find the prompt their sample names (unknown to ComfyUI) in a fleet: one
+# GetItem of its recorded backend, then every backend asked.
+LOCATES = {"TaskStatusFunction", "HistoryEntryFunction", "ImageFunction", "CancelTaskFunction"}
+# ConvertFunction asks one backend (the first taking prompts) for its node definitions; every
+# other ComfyUI-calling sample asks each backend, gpu-b with its own token.
+ONE_BACKEND = {"ConvertFunction"}
 SAMPLE_PROMPT_ID = "11111111-2222-3333-4444-555555555555"  # in the sample events; unknown to ComfyUI
 POLL_SECONDS = 15  # a ceiling for the stand-in to finish a prompt (it takes milliseconds)
 
@@ -99,10 +110,34 @@ def assert_allowed(role_run: RoleRun, *expected: tuple[str, str]) -> None:
     assert not missing, f"{role_run.function_id} never made {missing}; it made {made_instead}"
 
 
-def comfyui_token(stack: IamStack) -> list[tuple[str, str]]:
-    """The SSM read every ComfyUI-calling function makes when HasComfyUIAuth is on."""
-    name = stack.parameters.get("ComfyUIAuthParameter")
-    return [("ssm:GetParameter", f"arn:aws:ssm:{REGION}:{ACCOUNT_ID}:parameter/{name}")] if name else []
+def parameter_arn(name: str) -> str:
+    return f"arn:aws:ssm:{REGION}:{ACCOUNT_ID}:parameter/{name}"
+
+
+def comfyui_reads(stack: IamStack) -> list[tuple[str, str]]:
+    """The SSM reads every ComfyUI-calling function makes: the token when HasComfyUIAuth is
+    on, the fleet's registry when HasBackendsRegistry is."""
+    names = [stack.parameters.get("ComfyUIAuthParameter"), stack.parameters.get("ComfyUIBackendsParameter")]
+    return [("ssm:GetParameter", parameter_arn(name)) for name in names if name]
+
+
+def second_backend_token(stack: IamStack) -> list[tuple[str, str]]:
+    """The fleet's second backend's auth secret, read by a function that asks every backend."""
+    return [("ssm:GetParameter", parameter_arn(SECOND_BACKEND_TOKEN))] if is_fleet(stack) else []
+
+
+def is_fleet(stack: IamStack) -> bool:
+    return bool(stack.parameters.get("ComfyUIBackendsParameter"))
+
+
+def placement_lookup(stack: IamStack) -> list[tuple[str, str]]:
+    """A fleet's lookup of a prompt's backend (one GetItem); one server makes none."""
+    return [("dynamodb:GetItem", arn(stack, "PromptStateTable"))] if is_fleet(stack) else []
+
+
+def placement_record(stack: IamStack) -> list[tuple[str, str]]:
+    """A fleet's record of the backend a new prompt is sent to (one UpdateItem)."""
+    return [("dynamodb:UpdateItem", arn(stack, "PromptStateTable"))] if is_fleet(stack) else []
 
 
 def arn(stack: IamStack, logical_id: str) -> str:
@@ -119,29 +154,34 @@ def unique(job: dict[str, Any]) -> dict[str, Any]:
     return {**job, "job_id": f"{job.get('job_id', 'job')}-{uuid.uuid4().hex[:8]}"}
 
 
-# -- prompts in the stand-in ---------------------------------------------------------------
-def wait_finished(standin: ComfyUIStandIn, prompt_id: str) -> None:
+# -- prompts in the stand-ins --------------------------------------------------------------
+def wait_finished(stack: IamStack, prompt_id: str) -> None:
+    """Until the ComfyUI that has the prompt (any of a fleet's) finished it."""
     def finished() -> bool:
-        entry = requests.get(f"{standin.base_url}/history/{prompt_id}", timeout=5).json()
-        return entry.get(prompt_id, {}).get("status", {}).get("status_str") in ("success", "error")
+        for url in stack.comfyui_urls():
+            entry = requests.get(f"{url}/history/{prompt_id}", timeout=5).json()
+            if entry.get(prompt_id, {}).get("status", {}).get("status_str") in ("success", "error"):
+                return True
+        return False
 
     wait_for(finished, POLL_SECONDS, interval=0.02, what=f"prompt {prompt_id} finished")
 
 
-def forget(standin: ComfyUIStandIn, prompt_id: str) -> None:
+def forget(stack: IamStack, prompt_id: str) -> None:
     """ComfyUI drops the prompt from its history (as after a restart): answers must come
     from the archive."""
-    requests.post(f"{standin.base_url}/history", json={"delete": [prompt_id]}, timeout=5).raise_for_status()
+    for url in stack.comfyui_urls():
+        requests.post(f"{url}/history", json={"delete": [prompt_id]}, timeout=5).raise_for_status()
 
 
 @pytest.fixture
-def finished_prompt(stack: IamStack, standin: ComfyUIStandIn) -> str:
+def finished_prompt(stack: IamStack) -> str:
     """A prompt submitted through POST /api/workflow (under its role) that ComfyUI finished."""
     answer, role_run = run(stack, "RunWorkflowFunction", event("run_workflow_advanced"))
     assert answer["statusCode"] == 200, answer
-    assert_allowed(role_run)
+    assert_allowed(role_run, *placement_record(stack))
     prompt_id = body(answer)["prompt_id"]
-    wait_finished(standin, prompt_id)
+    wait_finished(stack, prompt_id)
     return prompt_id
 
 
@@ -159,7 +199,13 @@ def sample_expectations(stack: IamStack, function_id: str) -> list[tuple[str, st
         "HistoryEntryFunction": [manifest],
         "ImageFunction": [manifest],
     }.get(function_id, [])
-    return expected + ([] if function_id in NO_COMFYUI else comfyui_token(stack))
+    if function_id == "RunWorkflowFunction":
+        expected += placement_record(stack)
+    if function_id in LOCATES:
+        expected += placement_lookup(stack)
+    if function_id in NO_COMFYUI:
+        return expected
+    return expected + comfyui_reads(stack) + ([] if function_id in ONE_BACKEND else second_backend_token(stack))
 
 
 @pytest.mark.parametrize("function_id", API_FUNCTIONS)
@@ -184,8 +230,9 @@ def test_submission_with_an_idempotency_key_uses_only_its_table(stack: IamStack)
     assert first["statusCode"] == again["statusCode"] == 200, (first, again)
     assert body(first)["prompt_id"] == body(again)["prompt_id"]
     table = arn(stack, "IdempotencyTable")
+    # A fleet first asks where a prompt of this key went (GetItem), then records it (UpdateItem).
     assert_allowed(first_run, ("dynamodb:PutItem", table), ("dynamodb:UpdateItem", table),
-                   ("events:PutEvents", bus_arn(stack)))
+                   ("events:PutEvents", bus_arn(stack)), *placement_lookup(stack), *placement_record(stack))
     assert_allowed(again_run, ("dynamodb:PutItem", table))
 
 
@@ -197,13 +244,14 @@ def test_a_finished_unarchived_prompt_asks_the_archiver(stack: IamStack, finishe
     assert answer["statusCode"] == 200, answer
     images = arn(stack, "ImageBucket")
     assert_allowed(role_run, ("s3:GetObject", f"{images}/images/{finished_prompt}/manifest.json"),
-                   ("lambda:InvokeFunction", arn(stack, "ArchiverFunction")))
+                   ("lambda:InvokeFunction", arn(stack, "ArchiverFunction")), *placement_lookup(stack))
 
 
 def test_a_dequeued_prompt_is_recorded_and_then_answered_cancelled(stack: IamStack,
                                                                    standin: ComfyUIStandIn) -> None:
     """DELETE /api/task writes the cancellation under CancelTaskFunction's role; task_status
-    reads it under its own, once ComfyUI no longer knows the prompt."""
+    reads it under its own, once ComfyUI no longer knows the prompt. (Posted straight to the
+    first ComfyUI: a fleet finds it there by asking every backend.)"""
     workflow = json.loads((ROOT / "workflows" / "empty_save.json").read_text())
     running, pending = str(uuid.uuid4()), str(uuid.uuid4())
     standin.delay = 30.0  # the first prompt holds ComfyUI, the second waits behind it
@@ -217,39 +265,44 @@ def test_a_dequeued_prompt_is_recorded_and_then_answered_cancelled(stack: IamSta
         standin.delay = 0.0  # the running prompt ends at once
     assert answer["statusCode"] == 200 and body(answer)["status"] == "cancelled", answer
     table = arn(stack, "PromptStateTable")
-    assert_allowed(canceller, ("dynamodb:UpdateItem", table), *comfyui_token(stack))
+    assert_allowed(canceller, ("dynamodb:UpdateItem", table), *comfyui_reads(stack), *placement_lookup(stack))
     answer, reader = run(stack, "TaskStatusFunction",
                          event(FOLDERS["TaskStatusFunction"], pathParameters={"prompt_id": pending}))
     assert body(answer)["status"] == "cancelled", answer
     assert_allowed(reader, ("dynamodb:GetItem", table))
-    wait_finished(standin, running)
+    wait_finished(stack, running)
 
 
 # -- the archiver, and the API reading what it wrote --------------------------------------------
-def test_archiver_single_prompt_then_answers_from_the_archive(stack: IamStack, standin: ComfyUIStandIn,
-                                                              finished_prompt: str) -> None:
+def test_archiver_single_prompt_then_answers_from_the_archive(stack: IamStack, finished_prompt: str) -> None:
     images = arn(stack, "ImageBucket")
+    # Without a backend named in the event, a fleet's archiver looks the prompt up (GetItem).
     result, role_run = run(stack, "ArchiverFunction", event("archiver_prompt", prompt_id=finished_prompt))
     assert result["status"] == "archived" and result["stored"] >= 1, result
     assert_allowed(role_run, ("s3:PutObject", f"{images}/images/{finished_prompt}/*"),
                    ("s3:PutObject", f"{images}/images/{finished_prompt}/manifest.json"),
-                   ("events:PutEvents", bus_arn(stack)), *comfyui_token(stack))
+                   ("events:PutEvents", bus_arn(stack)), *comfyui_reads(stack), *placement_lookup(stack))
 
-    forget(standin, finished_prompt)
+    forget(stack, finished_prompt)
     for function_id in ("TaskStatusFunction", "ImageFunction", "HistoryEntryFunction"):
         evt = event(FOLDERS[function_id], pathParameters={"prompt_id": finished_prompt})
         answer, reader = run(stack, function_id, evt)
         assert answer["statusCode"] == 200, (function_id, answer)
-        assert_allowed(reader, ("s3:GetObject", f"{images}/images/{finished_prompt}/manifest.json"))
+        assert_allowed(reader, ("s3:GetObject", f"{images}/images/{finished_prompt}/manifest.json"),
+                       *placement_lookup(stack))
 
 
 def test_archiver_sweep_and_its_sample_events(stack: IamStack, finished_prompt: str) -> None:
     images = arn(stack, "ImageBucket")
     summary, role_run = run(stack, "ArchiverFunction", event("archiver_scheduled"))
     assert summary["status"] == "ok" and summary["prompts_archived"] >= 1, summary
+    # A fleet's sweep covers every backend, then stamps those that answered (PutItem).
+    seen = [("dynamodb:PutItem", arn(stack, "PromptStateTable"))] if is_fleet(stack) else []
     assert_allowed(role_run, ("s3:ListBucket", images),
                    ("s3:PutObject", f"{images}/images/{finished_prompt}/*"),
-                   ("events:PutEvents", bus_arn(stack)), *comfyui_token(stack))
+                   ("events:PutEvents", bus_arn(stack)), *comfyui_reads(stack), *second_backend_token(stack), *seen)
+    if is_fleet(stack):
+        assert set(summary["backends"]) == {"gpu-a", "gpu-b"}, summary
 
     again, _ = run(stack, "ArchiverFunction", event("archiver_prompt", prompt_id=finished_prompt))
     assert again["status"] == "already_archived", again
@@ -263,7 +316,9 @@ def job_expectations(stack: IamStack, workflow: str) -> list[tuple[str, str]]:
     table = arn(stack, "IdempotencyTable")
     return [("s3:GetObject", f"{arn(stack, 'WorkflowBucket')}/workflows/{workflow}.json"),
             ("dynamodb:PutItem", table), ("dynamodb:UpdateItem", table),
-            ("events:PutEvents", bus_arn(stack)), *comfyui_token(stack)]
+            ("events:PutEvents", bus_arn(stack)), *comfyui_reads(stack),
+            # A job is keyed by its job_id: a fleet looks up, then records, its backend.
+            *placement_lookup(stack), *placement_record(stack), *second_backend_token(stack)]
 
 
 def test_jobs_from_the_jobs_queue(stack: IamStack) -> None:
@@ -387,7 +442,7 @@ def test_an_upload_is_written_with_the_uploads_role_and_read_by_the_runners(stac
     assert answer["statusCode"] == 200, answer
     assert_allowed(role_run, ("s3:GetObject", f"{images}/inputs/{upload_id}"),
                    ("s3:GetObject", f"{arn(stack, 'WorkflowBucket')}/workflows/img2img_invert.json"),
-                   *comfyui_token(stack))
+                   *comfyui_reads(stack), *placement_record(stack))
 
     bucket = stack.physical["ImageBucket"]["Ref"]
     job = unique({"workflow": "img2img_invert", "image": {"s3": f"s3://{bucket}/inputs/{upload_id}"}})
@@ -469,14 +524,14 @@ def receiver() -> Iterator[Receiver]:
 
 
 def test_webhook_of_a_job_is_signed_with_the_secret_its_role_may_read(
-    stacks: Callable[..., IamStack], standin: ComfyUIStandIn, receiver: Receiver
+    stacks: Callable[..., IamStack], receiver: Receiver
 ) -> None:
     stack = stacks("HasWebhookSecret")
     http_ok = {"WEBHOOK_ALLOW_HTTP": "true"}  # a plain-http receiver; the template never sets it
     job = unique({**event("run_job_direct"), "webhook_url": receiver.url})
     answer, _ = run(stack, "RunJobFunction", job, http_ok)
     assert answer["status"] == "success", answer
-    wait_finished(standin, answer["prompt_id"])
+    wait_finished(stack, answer["prompt_id"])
     result, role_run = run(stack, "ArchiverFunction", {"prompt_id": answer["prompt_id"]}, http_ok)
     assert result["status"] == "archived", result
     secret = f"arn:aws:ssm:{REGION}:{ACCOUNT_ID}:parameter/{stack.parameters['WebhookSecretParameter']}"
@@ -509,3 +564,50 @@ def test_a_role_without_the_job_statement_cannot_read_the_job(stacks: Callable[.
     assert [(d.action, d.resource, d.allowed) for d in role_run.denied()] == [
         ("s3:GetObjectVersion", f"{arn(stack, 'WorkflowBucket')}/{key}", False)]
 
+
+
+# -- the fleet's registry ----------------------------------------------------------------------
+def test_a_prompt_of_a_removed_backend_is_answered_lost(stacks: Callable[..., IamStack]) -> None:
+    """A prompt recorded on a backend the registry no longer lists, sent past the grace
+    period: task_status reads its item, asks every backend, reads when that backend was last
+    seen (GetItem of `backend#...`) and answers the prompt lost."""
+    stack = stacks("HasBackendsRegistry")
+    prompt_id, sent = str(uuid.uuid4()), int(time.time()) - 3600
+    stack.server.admin_client("dynamodb").put_item(TableName=stack.physical["PromptStateTable"]["Ref"], Item={
+        "prompt_id": {"S": prompt_id}, "backend": {"S": "gpu-gone"}, "submitted_at": {"N": str(sent)},
+        "expires_at": {"N": str(sent + 86400)}})
+    answer, role_run = run(stack, "TaskStatusFunction",
+                           event(FOLDERS["TaskStatusFunction"], pathParameters={"prompt_id": prompt_id}))
+    assert answer["statusCode"] == 200 and body(answer)["error"]["type"] == "backend_gone", answer
+    assert_allowed(role_run, *placement_lookup(stack), *comfyui_reads(stack), *second_backend_token(stack))
+
+
+def test_a_role_without_the_registry_policy_is_denied_the_registry(stacks: Callable[..., IamStack]) -> None:
+    """The real registry read (fleet.backends) under a role without BackendsRegistryReadPolicy
+    (the default stack's: no registry in its template) is denied; the code goes on with
+    ComfyUIBaseUrl's server."""
+    stacks("HasBackendsRegistry")  # the registry parameter exists in moto
+    answer, role_run = run(stacks("default"), "TestComfyFunction", event(FOLDERS["TestComfyFunction"]),
+                           {"COMFYUI_BACKENDS_PARAMETER": REGISTRY_PARAMETER})
+    assert answer["statusCode"] == 200, answer
+    assert [(d.action, d.resource) for d in role_run.denied()] == [
+        ("ssm:GetParameter", parameter_arn(REGISTRY_PARAMETER))]
+
+
+def test_the_registry_policy_reads_only_under_the_registry_name(stacks: Callable[..., IamStack]) -> None:
+    """The registry and the secrets under its name, nothing beside them: not a parameter whose
+    name merely starts with the registry's, not another secret of the stack."""
+    stack = stacks("HasBackendsRegistry")
+    outside = [f"/{REGISTRY_PARAMETER}-other", f"/{SWITCHES['HasWebhookSecret']['WebhookSecretParameter']}"]
+    with stack.running_as("TestComfyFunction") as role_run:
+        ssm = boto3.client("ssm")
+        ssm.get_parameter(Name=f"/{REGISTRY_PARAMETER}")
+        ssm.get_parameter(Name=f"/{SECOND_BACKEND_TOKEN}", WithDecryption=True)
+        for name in outside:
+            with pytest.raises(ClientError) as denied:
+                ssm.get_parameter(Name=name, WithDecryption=True)
+            # moto answers SSM's JSON protocol with S3's XML error: only the status is parsed.
+            assert denied.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    assert [(d.resource, d.allowed) for d in role_run.decisions] == [
+        (parameter_arn(REGISTRY_PARAMETER), True), (parameter_arn(SECOND_BACKEND_TOKEN), True),
+        *[(parameter_arn(name.lstrip("/")), False) for name in outside]]

@@ -32,6 +32,7 @@ def test_switches_that_change_no_role(stacks: Callable[..., IamStack]) -> None:
     # The template's own managed policies exist only where their Condition holds.
     physical = {**default.physical,
                 "ComfyUIAuthReadPolicy": {"Ref": f"arn:aws:iam::{ACCOUNT_ID}:policy/token"},
+                "BackendsRegistryReadPolicy": {"Ref": f"arn:aws:iam::{ACCOUNT_ID}:policy/registry"},
                 "WebhookSecretReadPolicy": {"Ref": f"arn:aws:iam::{ACCOUNT_ID}:policy/webhook"}}
     for condition, values in SWITCHES.items():
         flipped = function_roles(resolver_for({**default.parameters, **values}, physical))

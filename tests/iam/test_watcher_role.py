@@ -1,6 +1,7 @@
 """The live watcher's code under WatcherFunction's own role (and task_status's progress read
 under its role), against the IAM-enforcing moto server: the lease, progress, announcement
-claims, the archive copy and the events it makes are all allowed, and asked for."""
+claims, the archive copy and the events it makes are all allowed, and asked for. With a
+fleet (HasBackendsRegistry) the one invocation watches every backend, a lease each."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ import requests
 from devtools.comfyui_standin import ComfyUIStandIn
 from functions.task_status.app import lambda_handler as task_status_handler
 from functions.watcher.app import lambda_handler as watcher_handler
-from tests.iam.test_function_roles import (arn, assert_allowed, body, bus_arn, comfyui_token, run,
-                                           wait_finished)
+from tests.iam.test_function_roles import (arn, assert_allowed, body, bus_arn, comfyui_reads, run,
+                                           second_backend_token, wait_finished)
 from tests.support.handlers import event
 from tests.support.iam import IamStack
 from tests.support.lambda_context import FakeLambdaContext
@@ -50,7 +51,7 @@ def test_watcher_runs_under_its_own_role(stack: IamStack, standin: ComfyUIStandI
     # Finished before the watcher connects (submitted under the run role): caught up from history.
     answer, _ = run(stack, "RunWorkflowFunction", event("run_workflow_advanced"))
     earlier = body(answer)["prompt_id"]
-    wait_finished(standin, earlier)
+    wait_finished(stack, earlier)
     live: list[str] = []
 
     def while_connected() -> None:
@@ -66,7 +67,9 @@ def test_watcher_runs_under_its_own_role(stack: IamStack, standin: ComfyUIStandI
     finally:
         helper.join()
         standin.delay = 0.0
-    assert summary["status"] == "handed_over" and summary["connects"] == 1, summary
+    # One socket per backend (a fleet's are listed in the registry).
+    backends = len(stack.backends) or 1
+    assert summary["status"] == "handed_over" and summary["connects"] == backends, summary
     assert summary["prompts_archived"] + summary["prompts_already_archived"] >= 1, summary
     table, images = arn(stack, "PromptStateTable"), arn(stack, "ImageBucket")
     assert_allowed(role_run,
@@ -77,7 +80,7 @@ def test_watcher_runs_under_its_own_role(stack: IamStack, standin: ComfyUIStandI
                    ("s3:ListBucket", images),  # the catch-up sweep
                    ("s3:PutObject", f"{images}/images/{earlier}/manifest.json"),
                    ("s3:PutObject", f"{images}/images/{live[0]}/manifest.json"),
-                   ("events:PutEvents", bus_arn(stack)), *comfyui_token(stack))
+                   ("events:PutEvents", bus_arn(stack)), *comfyui_reads(stack), *second_backend_token(stack))
 
 
 def test_a_running_prompts_progress_is_read_under_task_status_role(stack: IamStack,
@@ -95,4 +98,5 @@ def test_a_running_prompts_progress_is_read_under_task_status_role(stack: IamSta
         requests.post(f"{standin.base_url}/interrupt", json={}, timeout=5)
     assert answer["statusCode"] == 200 and body(answer)["status"] == "running", answer
     assert "progress" in body(answer)
-    assert_allowed(role_run, ("dynamodb:GetItem", arn(stack, "PromptStateTable")))
+    # One GetItem: a fleet's lookup of the prompt's backend reads the item progress is in.
+    assert_allowed(role_run, ("dynamodb:GetItem", arn(stack, "PromptStateTable")), *comfyui_reads(stack))

@@ -30,9 +30,15 @@ from devtools.template import ACCOUNT_ID, REGION, Template, TemplateError
 from tests.support.iam_moto import Decision, IamMotoServer
 from tests.support.sam import TEMPLATE, functions, load_template, translated
 
+# The fleet's registry (an SSM parameter) and the auth secret of its second backend, which
+# lives under the registry's name as the template's BackendsRegistryReadPolicy requires.
+REGISTRY_PARAMETER = "comfy/iam-backends"
+SECOND_BACKEND_TOKEN = f"{REGISTRY_PARAMETER}/gpu-b/token"
+
 # Parameter values that flip each Condition used by an !If away from its default.
 SWITCHES: dict[str, dict[str, str]] = {
     "HasComfyUIAuth": {"ComfyUIAuthParameter": "comfy/iam-token"},
+    "HasBackendsRegistry": {"ComfyUIBackendsParameter": REGISTRY_PARAMETER},
     "HasWebhookSecret": {"WebhookSecretParameter": "comfy/iam-webhook-secret"},
     "IsTracingEnabled": {"EnableTracing": "true"},
     "HasVpcConfig": {"VpcSubnetIds": "subnet-0123456789abcdef0",
@@ -46,10 +52,13 @@ SCENARIOS: dict[str, dict[str, str]] = {
     "HasComfyUIAuth": SWITCHES["HasComfyUIAuth"],
     # The test's receiver is on 127.0.0.1, which AllowPrivateWebhooks (a parameter) permits.
     "HasWebhookSecret": {**SWITCHES["HasWebhookSecret"], "AllowPrivateWebhooks": "true"},
+    # A fleet of two ComfyUIs listed in the registry (registry_document), both taking prompts.
+    "HasBackendsRegistry": SWITCHES["HasBackendsRegistry"],
 }
 # What the SSM SecureStrings hold (test values, not secrets).
 SECRET_VALUES = {"comfy/iam-token": "Bearer iam-tier-token",
-                 "comfy/iam-webhook-secret": "iam-tier-webhook-secret"}
+                 "comfy/iam-webhook-secret": "iam-tier-webhook-secret",
+                 SECOND_BACKEND_TOKEN: "Bearer iam-tier-gpu-b-token"}
 
 PARTITION = "aws"
 
@@ -66,6 +75,15 @@ def if_conditions(node: Any) -> set[str]:
         for item in node:
             found |= if_conditions(item)
     return found
+
+
+def registry_document(backends: Mapping[str, str]) -> dict[str, Any]:
+    """The fleet registry's JSON for these backends (name -> URL, in order): every backend
+    after the first reads its auth secret under the registry's name, as an operator's
+    per-backend token does (fleet.backends)."""
+    return {"backends": [
+        {"name": name, "url": url, **({"auth_parameter": SECOND_BACKEND_TOKEN} if index else {})}
+        for index, (name, url) in enumerate(backends.items())]}
 
 
 def code_folders() -> dict[str, str]:
@@ -202,10 +220,13 @@ class IamStack:
     """The template's storage, queues and secrets in an IAM-enforcing moto, and one role per
     function for one set of parameter values (`name` keeps the roles of several apart)."""
 
-    def __init__(self, server: IamMotoServer, name: str, parameters: Mapping[str, str]) -> None:
+    def __init__(self, server: IamMotoServer, name: str, parameters: Mapping[str, str],
+                 backends: Mapping[str, str] | None = None) -> None:
         self.server = server
         self.name = name
         self.parameters = dict(parameters)
+        # The fleet the registry lists (name -> URL), when ComfyUIBackendsParameter is set.
+        self.backends = dict(backends or {})
         self.physical: dict[str, dict[str, str]] = {}
         self.resolver = resolver_for(self.parameters, self.physical)
         self.roles: dict[str, RoleSpec] = {}
@@ -277,11 +298,20 @@ class IamStack:
 
     def _create_secrets(self) -> None:
         ssm = self._admin("ssm")
-        for parameter in ("ComfyUIAuthParameter", "WebhookSecretParameter"):
-            name = self.parameters.get(parameter)
-            if name:
-                ssm.put_parameter(Name=f"/{name}", Value=SECRET_VALUES[name], Type="SecureString",
-                                  Overwrite=True)
+        names = [self.parameters.get(parameter) for parameter in ("ComfyUIAuthParameter", "WebhookSecretParameter")]
+        registry = self.parameters.get("ComfyUIBackendsParameter")
+        if registry:
+            assert len(self.backends) >= 2, "a registry scenario lists a fleet (backends=...)"
+            document = registry_document(self.backends)
+            ssm.put_parameter(Name=f"/{registry}", Value=json.dumps(document), Type="String", Overwrite=True)
+            names += [entry.get("auth_parameter") for entry in document["backends"]]
+        for name in filter(None, names):
+            ssm.put_parameter(Name=f"/{name}", Value=SECRET_VALUES[name], Type="SecureString", Overwrite=True)
+
+    def comfyui_urls(self) -> list[str]:
+        """Every ComfyUI this stack's functions reach: the registry's backends, else
+        ComfyUIBaseUrl's."""
+        return list(self.backends.values()) or self.parameters["ComfyUIBaseUrl"].split(",")
 
     def _create_managed_policies(self) -> None:
         iam = self._admin("iam")

@@ -59,7 +59,7 @@ def _arn(service: str, region: str, account: str, resource: str) -> str:
 
 
 def _dynamodb_resource(self: Any) -> str:
-    # Item and table calls name one table; the idempotency table is the only one used.
+    # Item and table calls name one table (the idempotency or the prompt-state table).
     name = self._get_param("TableName")
     return _arn("dynamodb", self.region, self.current_account, f"table/{name}") if name else "*"
 

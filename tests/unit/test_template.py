@@ -112,11 +112,17 @@ S3_PREFIX_ARN = re.compile(
     r"^arn:\$\{AWS::Partition\}:s3:::\$\{[A-Za-z]+\}/(\$\{[A-Za-z]+\}|[a-z]+/)\*$")
 
 
+REGISTRY_SUBTREE_ARN = (
+    "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter/${ComfyUIBackendsParameter}/*")
+
+
 def test_no_iam_statement_allows_a_wildcard_action_or_resource():
     """After the SAM transform: every Allow names its actions and resources exactly; the only
-    `*` is the end of an S3 key prefix."""
+    `*` is the end of an S3 key prefix, or the fleet registry's own subtree of SSM names
+    (per-backend auth secrets, which operators add without a redeploy)."""
     resources = translated(ComfyUIBaseUrl="http://comfy.internal:8188", ComfyUIAuthParameter="comfy/token",
-                           WebhookSecretParameter="comfy/webhook")["Resources"]
+                           WebhookSecretParameter="comfy/webhook",
+                           ComfyUIBackendsParameter="comfy/backends")["Resources"]
     checked = 0
     for name, statement in _statements(resources):
         if statement["Effect"] != "Allow":
@@ -127,7 +133,7 @@ def test_no_iam_statement_allows_a_wildcard_action_or_resource():
         for target in _as_list(statement["Resource"]):
             text = target.get("Fn::Sub", target) if isinstance(target, dict) else target
             if isinstance(text, str) and "*" in text:
-                assert S3_PREFIX_ARN.match(text), (name, text)
+                assert S3_PREFIX_ARN.match(text) or text == REGISTRY_SUBTREE_ARN, (name, text)
     assert checked > 20
 
 

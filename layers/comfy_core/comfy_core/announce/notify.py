@@ -8,6 +8,9 @@ Completion is noticed by the archiver's sweep, so prompts submitted any way are 
 the workflow and job come from the prompt's extra_data when it was submitted by us. The
 archiver announces a prompt right after writing its manifest, and a prompt with a manifest
 is never swept again: each prompt is announced once.
+
+Every detail names the prompt's `backend`: the fleet's name of the ComfyUI it was sent to
+and ran on ("default" for a lone server; fleet.backends).
 """
 
 from __future__ import annotations
@@ -43,7 +46,8 @@ def prompt_submitted(
     trigger: str = "api",
     settings: Settings | None = None,
 ) -> bool:
-    """`ComfyUI Prompt Submitted` for the answer of jobs.run_workflow. Never raises."""
+    """`ComfyUI Prompt Submitted` for the answer of jobs.run_workflow (which names the backend
+    the prompt went to). Never raises."""
     settings = settings or get_settings()
     detail = {
         "prompt_id": answer.get("prompt_id"),
@@ -53,19 +57,23 @@ def prompt_submitted(
         "trigger": trigger,
         "number": answer.get("number"),
         "client_id": answer.get("client_id"),
+        "backend": answer.get("backend"),
     }
     return events.put_event(SUBMITTED, detail, settings.event_bus_name)
 
 
-def finished_detail(prompt_id: str, entry: dict[str, Any], archived: dict[str, Any]) -> dict[str, Any]:
-    """The detail of Completed / Failed: who asked, the outcome, and where the files are.
-    `archived` is the archiver's bucket, manifest_key, keys, sizes, lost and truncated."""
+def finished_detail(prompt_id: str, entry: dict[str, Any], archived: dict[str, Any],
+                    backend: str | None = None) -> dict[str, Any]:
+    """The detail of Completed / Failed: who asked, where it ran, the outcome, and where the
+    files are. `archived` is the archiver's bucket, manifest_key, keys, sizes, lost and
+    truncated."""
     job = origin(entry)
     ok = not failed(entry)
     detail: dict[str, Any] = {
         "prompt_id": prompt_id,
         "workflow": job.get("workflow"),
         "job_id": job.get("job_id"),
+        "backend": backend,
         "status": "success" if ok else "error",
         "execution_time": execution_time(entry),
         **archived,
@@ -76,12 +84,13 @@ def finished_detail(prompt_id: str, entry: dict[str, Any], archived: dict[str, A
 
 
 def prompt_finished(
-    prompt_id: str, entry: dict[str, Any], archived: dict[str, Any], settings: Settings | None = None
+    prompt_id: str, entry: dict[str, Any], archived: dict[str, Any], settings: Settings | None = None,
+    *, backend: str | None = None,
 ) -> dict[str, bool]:
-    """Send Completed or Failed, then the job's webhook. Never raises: the manifest is
-    already written; a notification that cannot be sent is logged and counted."""
+    """Send Completed or Failed, then the job's webhook (the same detail). Never raises: the
+    manifest is already written; a notification that cannot be sent is logged and counted."""
     settings = settings or get_settings()
-    detail = finished_detail(prompt_id, entry, archived)
+    detail = finished_detail(prompt_id, entry, archived, backend)
     detail_type = COMPLETED if detail["status"] == "success" else FAILED
     sent = {"event": events.put_event(detail_type, detail, settings.event_bus_name)}
     url = origin(entry).get("webhook_url")

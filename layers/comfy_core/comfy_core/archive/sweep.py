@@ -10,6 +10,15 @@ A prompt is done when its manifest exists; every file in it is either stored or 
 lost (404). Work stopped halfway is finished by the next run without storing a file twice:
 each stored object carries its source size in metadata, and a HEAD says whether it is whole.
 Files are streamed part by part: memory stays at a few parts whatever the file size.
+
+A fleet (fleet.backends): the scheduled sweep (run_sweep without a client) covers every
+backend, draining ones too (what they hold must still be archived), at most
+MAX_PARALLEL_SWEEPS at a time, each on its own: one backend down is that backend's failure
+in the summary, the others are archived. Each backend is asked its queue first (GET /queue,
+the run's only extra request): a backend that does not answer it is not swept this minute,
+and its running and pending counts become the fleet's metrics (emit_fleet_metrics) for
+scaling. Prompt ids are unique across backends, so one S3 layout holds them all; each
+manifest and event names the prompt's backend.
 """
 
 from __future__ import annotations
@@ -41,8 +50,11 @@ from ..errors import (
     ConfigurationError,
     StorageError,
 )
+from ..fleet.backends import Backend
+from ..fleet.placement import get_placements
+from ..fleet.pool import get_fleet
 from ..live import state as prompt_state
-from ..observability import logger, metrics
+from ..observability import emit_dimensioned, logger, metrics
 from ..status import execution_time, failed, failure_details, iter_file_outputs
 from ..storage import client_error_code, s3_client
 
@@ -64,6 +76,10 @@ MAX_EVENT_KEYS = 500
 # Stop starting prompts when the Lambda has less than this left: a prompt cut off halfway
 # is safe (the next run finishes it) but wastes the bytes already sent.
 TIME_MARGIN_SECONDS = 10.0
+
+# Backends swept side by side: each holds a few S3 parts in memory while it copies a file,
+# so memory grows with this, not with the size of the fleet.
+MAX_PARALLEL_SWEEPS = 4
 
 # Errors that mean ComfyUI as a whole is gone or hung: stop the run instead of waiting
 # for the same timeout once per file.
@@ -313,6 +329,7 @@ class PromptResult:
     manifest_key: str | None = None
     event_sent: bool = False
     records: list[dict[str, Any]] = field(default_factory=list)
+    backend: str | None = None  # the fleet's name of the ComfyUI it came from
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -361,10 +378,12 @@ def _archive_file(
     return "stored", {**file.describe(), "s3_key": file.key, **fields, "archived": True}
 
 
-def _manifest(prompt_id: str, entry: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, Any]:
+def _manifest(prompt_id: str, entry: dict[str, Any], records: list[dict[str, Any]],
+              backend: str | None) -> dict[str, Any]:
     status = entry.get("status") if isinstance(entry.get("status"), dict) else {}
     return {
         "prompt_id": prompt_id,
+        "backend": backend,  # the ComfyUI that ran it ("default" for a lone server)
         # Who asked (recorded in extra_data when submitted through this API), else None.
         "workflow": notify.origin(entry).get("workflow"),
         "job_id": notify.origin(entry).get("job_id"),
@@ -395,7 +414,7 @@ def _archive_detail(settings: Settings, result: PromptResult) -> dict[str, Any]:
 
 
 def _send_event(settings: Settings, result: PromptResult) -> bool:
-    detail = {"prompt_id": result.prompt_id, **_archive_detail(settings, result)}
+    detail = {"prompt_id": result.prompt_id, "backend": result.backend, **_archive_detail(settings, result)}
     return events.put_event(EVENT_DETAIL_TYPE, detail, settings.event_bus_name)
 
 
@@ -429,7 +448,7 @@ def archive_prompt(
     bucket = _require_bucket(settings)
     client = client or get_client()
     s3 = s3 or s3_client()
-    result = PromptResult(prompt_id)
+    result = PromptResult(prompt_id, backend=client.backend)
     planned = plan_files(settings, prompt_id, entry)
     if not planned:
         result.status = "nothing_to_archive"
@@ -473,7 +492,7 @@ def _write_manifest(
     s3: Any, settings: Settings, prompt_id: str, entry: dict[str, Any], result: PromptResult
 ) -> None:
     key = manifest_key(settings, prompt_id)
-    body = json.dumps(_manifest(prompt_id, entry, result.records), ensure_ascii=False, default=str)
+    body = json.dumps(_manifest(prompt_id, entry, result.records, result.backend), ensure_ascii=False, default=str)
     try:
         s3.put_object(
             Bucket=settings.image_bucket, Key=key, Body=body.encode("utf-8"), ContentType="application/json"
@@ -486,7 +505,7 @@ def _write_manifest(
         )
         return
     result.manifest_key = key
-    logger.info("Prompt archived", extra=result.summary())
+    logger.info("Prompt archived", extra={**result.summary(), "backend": result.backend})
     # Right after the manifest: a prompt with one is never swept again. Two archivers that
     # reach the same prompt at once (the live watcher, the schedule, an API-triggered run)
     # could both get here, so the announcement is claimed in the prompt-state table first:
@@ -495,7 +514,7 @@ def _write_manifest(
         return
     if result.status != "nothing_to_archive":
         result.event_sent = _send_event(settings, result)
-    notify.prompt_finished(prompt_id, entry, _archive_detail(settings, result), settings)
+    notify.prompt_finished(prompt_id, entry, _archive_detail(settings, result), settings, backend=result.backend)
     _remember_duration(entry, settings)
 
 
@@ -622,31 +641,22 @@ def _candidates(items: Iterable[tuple[str, Any]]) -> list[tuple[str, dict[str, A
     return found
 
 
-def run_sweep(
-    *,
-    client: ComfyUIClient | None = None,
-    s3: Any = None,
-    settings: Settings | None = None,
-    seconds_left: Callable[[], float] | None = None,
-) -> dict[str, Any]:
-    """Archive every finished prompt in ComfyUI's recent history that has no manifest yet.
-    With nothing new it downloads and uploads nothing: one GET /history (streamed) and one LIST."""
-    settings = settings or get_settings()
-    _require_bucket(settings)
-    client = client or get_client()
-    s3 = s3 or s3_client()
-    summary = RunSummary()
+def _sweep_history(client: ComfyUIClient, s3: Any, settings: Settings,
+                   seconds_left: Callable[[], float] | None, summary: RunSummary) -> bool:
+    """Archive every finished prompt in `client`'s recent history that has no manifest yet,
+    counted in `summary`. False when ComfyUI failed the run (unreachable, hung, a broken
+    answer); an S3 failure is the run's, not ComfyUI's."""
     try:
         candidates = _candidates(client.history_items(settings.archive_max_items))
     except ComfyUIError as exc:
         summary.fail(f"ComfyUI history unavailable: {exc.message}", exc)
-        return summary.as_dict()
+        return False
     summary.prompts_seen = len(candidates)
     try:
         done = archived_prompt_ids(s3, settings, (pid for pid, _ in candidates))
     except Exception as exc:  # noqa: BLE001 - botocore error types are generated
         summary.fail("Could not list archived prompts in S3", exc)
-        return summary.as_dict()
+        return True
     summary.prompts_already_archived = len(done)
     for prompt_id, entry in candidates:
         if prompt_id in done:
@@ -658,25 +668,203 @@ def run_sweep(
             summary.add(archive_prompt(prompt_id, entry, client=client, s3=s3, settings=settings))
         except _RUN_FATAL as exc:
             summary.fail(f"ComfyUI went away: {exc.message}", exc)
-            break
+            return False
+    return True
+
+
+def run_sweep(
+    *,
+    client: ComfyUIClient | None = None,
+    s3: Any = None,
+    settings: Settings | None = None,
+    seconds_left: Callable[[], float] | None = None,
+) -> dict[str, Any]:
+    """Archive every finished prompt in recent history that has no manifest yet: `client`'s
+    ComfyUI (the watcher's catch-up), or without one every backend of the fleet (the
+    schedule), which also stamps the backends that answered (prompt_state.record_seen) and
+    emits the fleet's metrics. With nothing new it downloads and uploads nothing: one GET
+    /history (streamed) and one LIST per backend, and the fleet sweep's one GET /queue."""
+    settings = settings or get_settings()
+    _require_bucket(settings)
+    s3 = s3 or s3_client()
+    if client is None:
+        return _sweep_fleet(s3, settings, seconds_left)
+    summary = RunSummary()
+    _sweep_history(client, s3, settings, seconds_left, summary)
     logger.info("Archive run finished", extra={k: v for k, v in summary.as_dict().items() if k != "prompts"})
     return summary.as_dict()
+
+
+# -- the fleet -------------------------------------------------------------------------
+_COUNTS = ("prompts_seen", "prompts_already_archived", "prompts_archived", "prompts_incomplete",
+           "images_archived", "images_reused", "images_lost", "images_failed", "bytes_archived")
+# The summary's status when backends differ: the first of these any backend has.
+_WORST_FIRST = ("failed", "out_of_time", "ok")
+
+
+@dataclass
+class BackendSweep:
+    """One backend's part of the scheduled sweep: its run, and what its queue said."""
+
+    backend: Backend
+    run: RunSummary = field(default_factory=RunSummary)
+    running: int | None = None  # None: the backend did not answer GET /queue
+    pending: int | None = None
+    healthy: bool = False  # answered its queue and history, and did not go away mid-run
+
+    @property
+    def answered(self) -> bool:
+        return self.running is not None
+
+    @property
+    def depth(self) -> int:
+        return (self.running or 0) + (self.pending or 0)
+
+    def as_dict(self) -> dict[str, Any]:
+        counts = {key: value for key, value in self.run.as_dict().items() if key != "prompts"}
+        return {**counts, "healthy": self.healthy, "draining": self.backend.draining,
+                "queue_running": self.running, "queue_pending": self.pending}
+
+
+def _queue_length(queue: dict[str, Any], key: str) -> int:
+    items = queue.get(key)
+    return len(items) if isinstance(items, list) else 0
+
+
+def _sweep_backend(backend: Backend, client: ComfyUIClient, s3: Any, settings: Settings,
+                   seconds_left: Callable[[], float] | None) -> BackendSweep:
+    """Ask the backend's queue, then sweep its history. Never raises: whatever goes wrong is
+    this backend's failure in the summary, and the other backends are swept all the same."""
+    swept = BackendSweep(backend)
+    # Each backend's own log keys: this runs on a thread of its own (a copy of the caller's
+    # context) or, for a lone backend, inline, where the key is taken off again below.
+    logger.thread_safe_append_keys(backend=backend.name)
+    try:
+        try:
+            queue = client.queue()
+        except ComfyUIError as exc:
+            # Not swept: its history would fail the same way, after another timeout.
+            swept.run.fail(f"ComfyUI queue unavailable: {exc.message}", exc)
+            return swept
+        swept.running = _queue_length(queue, "queue_running")
+        swept.pending = _queue_length(queue, "queue_pending")
+        swept.healthy = _sweep_history(client, s3, settings, seconds_left, swept.run)
+    except Exception as exc:  # noqa: BLE001 - one backend's failure must not stop the others
+        logger.exception("Archive run of one backend failed")
+        swept.run.fail("Archive run failed unexpectedly", exc)
+    finally:
+        logger.info("Backend swept", extra={k: v for k, v in swept.as_dict().items()})
+        logger.thread_safe_remove_keys(["backend"])
+    return swept
+
+
+def _sweep_fleet(s3: Any, settings: Settings, seconds_left: Callable[[], float] | None) -> dict[str, Any]:
+    fleet = get_fleet()
+    backends = fleet.backends()
+    by_name = {backend.name: backend for backend in backends}
+    outcomes = fleet.each(
+        lambda client: _sweep_backend(by_name[client.backend], client, s3, settings, seconds_left),
+        backends, workers=MAX_PARALLEL_SWEEPS,
+    )
+    swept = []
+    for outcome in outcomes:
+        if outcome.ok:
+            swept.append(outcome.value)
+        else:  # _sweep_backend catches ComfyUI's errors itself; kept as a failure all the same
+            failed_sweep = BackendSweep(outcome.backend)
+            failed_sweep.run.fail(f"ComfyUI unavailable: {outcome.error.message}", outcome.error)
+            swept.append(failed_sweep)
+    prompt_state.record_seen([one.backend.name for one in swept if one.answered], settings)
+    emit_fleet_metrics(swept)
+    summary = _fleet_summary(swept)
+    logger.info("Archive run finished",
+                extra={k: v for k, v in summary.items() if k not in ("prompts", "backends")})
+    return summary
+
+
+def _fleet_summary(swept: list[BackendSweep]) -> dict[str, Any]:
+    """The run's summary: the keys of one backend's run, as totals, plus `backends`, each
+    backend's own counts, status and error, keyed by name."""
+    total = RunSummary()
+    for one in swept:
+        for key in _COUNTS:
+            setattr(total, key, getattr(total, key) + getattr(one.run, key))
+        total.prompts += [{**prompt, "backend": one.backend.name} for prompt in one.run.prompts]
+    statuses = {one.run.status for one in swept}
+    total.status = next((status for status in _WORST_FIRST if status in statuses), "ok")
+    errors = [(one.backend.name, one.run.error) for one in swept if one.run.error]
+    if len(swept) == 1 and errors:
+        total.error = errors[0][1]  # a lone server's error reads as it always did
+    elif errors:
+        total.error = "; ".join(f"{name}: {error}" for name, error in errors)
+    return {**total.as_dict(), "backends": {one.backend.name: one.as_dict() for one in swept}}
+
+
+def emit_fleet_metrics(swept: list[BackendSweep]) -> None:
+    """What a scaling policy needs, once a minute (docs/archive-and-events.md#fleet-metrics).
+
+    Per backend, dimension `Backend`: BackendQueueDepth (running + pending) and
+    BackendRunning when its queue answered (no data point otherwise: an unknown depth is
+    not a zero), BackendHealthy and BackendDraining (1 or 0) always. Fleet totals, without
+    that dimension, over the backends that serve (healthy and not draining):
+    FleetQueueDepth, FleetRunning, FleetHealthyBackends; and FleetBackends (all of them)
+    and FleetDrainingBackends. A draining backend's queue finishes where it is, so new
+    capacity would not take it: it is left out of the totals a policy scales on."""
+    for one in swept:
+        values: list[tuple[str, MetricUnit, float]] = [
+            ("BackendHealthy", MetricUnit.Count, int(one.healthy)),
+            ("BackendDraining", MetricUnit.Count, int(one.backend.draining)),
+        ]
+        if one.answered:
+            values += [("BackendQueueDepth", MetricUnit.Count, one.depth),
+                       ("BackendRunning", MetricUnit.Count, one.running or 0)]
+        emit_dimensioned({"Backend": one.backend.name}, values)
+    serving = [one for one in swept if one.healthy and not one.backend.draining]
+    totals = {
+        "FleetQueueDepth": sum(one.depth for one in serving),
+        "FleetRunning": sum(one.running or 0 for one in serving),
+        "FleetHealthyBackends": len(serving),
+        "FleetDrainingBackends": sum(1 for one in swept if one.backend.draining),
+        "FleetBackends": len(swept),
+    }
+    for name, value in totals.items():
+        metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+
+
+# -- one prompt, now -------------------------------------------------------------------
+def _client_for(prompt_id: str, backend: str | None) -> ComfyUIClient | None:
+    """The client of the backend holding the prompt: the one named, when the fleet has it;
+    else the one fleet.placement finds (recorded at submission, or asked of every backend;
+    no lookup for a lone server). None when no backend knows the prompt."""
+    fleet = get_fleet()
+    if backend is not None:
+        named = fleet.find(backend)
+        if named is not None:
+            return fleet.client(named)
+        logger.info("Archive request names a backend not in the fleet; locating the prompt",
+                    extra={"prompt_id": prompt_id, "backend": backend[:40]})
+    placement = get_placements().locate(prompt_id)
+    return placement.client if placement.backend is not None else None
 
 
 def archive_one(
     prompt_id: str,
     *,
     client: ComfyUIClient | None = None,
+    backend: str | None = None,
     s3: Any = None,
     settings: Settings | None = None,
 ) -> dict[str, Any]:
     """Archive one prompt now (e.g. right after it finished). Idempotent: an archived
-    prompt is reported as such without touching ComfyUI's files."""
+    prompt is reported as such without touching ComfyUI's files. Asked of `client`, else of
+    the backend named `backend`, else of the backend the fleet finds the prompt on."""
     prompt_id = validation.prompt_id(prompt_id)
     settings = settings or get_settings()
     _require_bucket(settings)
-    client = client or get_client()
     s3 = s3 or s3_client()
+    client = client or _client_for(prompt_id, backend)
+    if client is None:  # no backend has it (yet, or any more): nothing to copy from
+        return {"prompt_id": prompt_id, "status": "not_finished"}
     try:
         entry = client.history_entry(prompt_id)
     except ComfyUIError as exc:

@@ -96,12 +96,15 @@ class Placements:
         name = placement.name
         if name is None:
             return None
-        since = prompt_state.last_seen(name, self.settings)
-        if since is None and placement.item:
-            since = placement.item.get("submitted_at") or placement.item.get("updated_at")
-        if not isinstance(since, (int, float)):
+        # The later of: the last sweep that saw the backend, and the prompt's own records
+        # (a `last_seen` from days ago must not make a prompt sent a minute ago lost).
+        marks = [prompt_state.last_seen(name, self.settings)]
+        if placement.item:
+            marks += [placement.item.get("submitted_at"), placement.item.get("updated_at")]
+        marks = [float(mark) for mark in marks if isinstance(mark, (int, float))]
+        if not marks:
             return None
-        away = prompt_state.now() - float(since)
+        away = prompt_state.now() - max(marks)
         return away if away > self.settings.backend_gone_grace else None
 
 

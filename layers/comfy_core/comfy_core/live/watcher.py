@@ -19,6 +19,20 @@ connect the watcher catches up from /history (archive.run_sweep), so what finish
 was away is archived too. A socket that stays open but silent while ComfyUI's queue moved
 (an older socket with our id closed) is reconnected. Whatever all of this misses, the
 archiver's schedule still sweeps.
+
+A fleet (fleet.backends): one Watcher per backend, side by side on threads of the one
+invocation (run_watcher), each with that backend's client, its own lease
+(`lease#<backend>`) and socket, progress saved under its name, archives made through its
+client; the archives of all of them share one pool of ARCHIVE_WORKERS, so memory stays what
+one watcher needs. One backend down is that backend's reconnect loop; the others go on. A
+lone server runs exactly as before (one Watcher, `lease#default`).
+
+The backends are read once, when the invocation starts: one added to the registry while it
+runs is picked up by the next scheduled start, which finds that backend's lease free and
+watches it (the others' leases are held: it exits for those at once). So that the two
+invocations do not stay out of step, the newcomer lets go at the same moment as the
+invocation already holding leases (aligned_release), and the tick after that takes over
+every backend. A backend removed meanwhile is watched until the handover.
 """
 
 from __future__ import annotations
@@ -44,6 +58,7 @@ from ..comfyui.protocol import nodes_to_run
 from ..comfyui.socket import ComfySocket, socket_url
 from ..config import Settings, get_settings
 from ..errors import ComfyUIError, ConfigurationError
+from ..fleet.pool import Fleet, get_fleet
 from ..observability import logger, metrics
 from . import state as prompt_state
 from .lease import RENEW_SECONDS, Lease, LeaseLostError, LeaseStore
@@ -68,6 +83,13 @@ WATCHDOG_SECONDS = 30.0
 BACKOFF_FIRST, BACKOFF_MAX = 0.5, 10.0
 ARCHIVE_WORKERS = 4
 DURATIONS_CACHE_SECONDS = 60.0
+
+
+def _check_settings(settings: Settings) -> None:
+    if not settings.watcher_client_id:
+        raise ConfigurationError("WATCHER_CLIENT_ID is not set")
+    if not settings.image_bucket:
+        raise ConfigurationError("IMAGE_BUCKET is not set")
 
 
 def handover_time(started: float, seconds_left: float, tick: float) -> float:
@@ -138,7 +160,13 @@ class Watcher:
         sweep: Callable[[], dict[str, Any]] | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        backend: str | None = None,
+        pool: ThreadPoolExecutor | None = None,
+        release_at: float | None = None,
     ) -> None:
+        """`backend`: the name its lease and progress go under (default: the client's).
+        `pool`: archive workers shared with the fleet's other watchers (default: its own).
+        `release_at`: epoch seconds to let go (default: handover_time's)."""
         self.settings = settings or get_settings()
         self.client = client or get_client()
         self.holder = holder or str(uuid.uuid4())
@@ -154,7 +182,9 @@ class Watcher:
         self.summary = WatchSummary(holder=self.holder)
         self.tracker = Tracker()
         self.throttle = Throttle(PROGRESS_INTERVAL)
-        self.backend = prompt_state.DEFAULT_BACKEND
+        self.backend = backend or getattr(self.client, "backend", None) or prompt_state.DEFAULT_BACKEND
+        self._shared_pool = pool
+        self._release_at = release_at
         self._info: dict[str, _PromptInfo] = {}
         self._durations: dict[str, tuple[float, list[float]]] = {}
         self._end_seen: dict[str, float] = {}  # prompt -> clock() of its end event
@@ -173,19 +203,19 @@ class Watcher:
 
     # -- the run -------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
-        if not self.settings.watcher_client_id:
-            raise ConfigurationError("WATCHER_CLIENT_ID is not set")
-        if not self.settings.image_bucket:
-            raise ConfigurationError("IMAGE_BUCKET is not set")
+        _check_settings(self.settings)
         started_wall, started = prompt_state.now(), self.clock()
-        release_at = handover_time(started_wall, self.seconds_left(), self.settings.watcher_tick_seconds)
+        release_at = self._release_at
+        if release_at is None:
+            release_at = handover_time(started_wall, self.seconds_left(), self.settings.watcher_tick_seconds)
         lease = self._take_lease(release_at)
         if lease is None:
             self.summary.status = "lease_held"
             return self.summary.as_dict()
         self._stop_at = started + (release_at - started_wall)
         self._lease = lease
-        pool = ThreadPoolExecutor(max_workers=ARCHIVE_WORKERS, thread_name_prefix="watcher-archive")
+        pool = self._shared_pool or ThreadPoolExecutor(max_workers=ARCHIVE_WORKERS,
+                                                      thread_name_prefix="watcher-archive")
         self._pool = pool
         lost = False
         try:
@@ -194,7 +224,8 @@ class Watcher:
             if not lost:
                 self.leases.release(lease)  # after the socket is closed (see the module doc)
             self._finish_archives()
-            pool.shutdown(wait=False)
+            if pool is not self._shared_pool:
+                pool.shutdown(wait=False)
         logger.info("Watcher stopped", extra=self.summary.as_dict())
         return self.summary.as_dict()
 
@@ -445,6 +476,96 @@ class Watcher:
         return self.seconds_left()
 
 
+# The invocation's status when its backends' differ: the first of these any backend has.
+_STATUS_WORST_FIRST = ("lease_lost", "stopped", "handed_over", "lease_held")
+_TOTALS = ("connects", "reconnects", "prompts_started", "prompts_archived", "prompts_already_archived",
+           "progress_writes", "catch_up_sweeps", "connected_seconds")
+
+
+def aligned_release(leases: LeaseStore, names: list[str], holder: str, release_at: float) -> float:
+    """When to let go, for an invocation that watches some backends while another holds the
+    leases of others (it started before a backend was added): that one's release time, when
+    it comes first. Both then hand over on the same tick, whose run takes over every
+    backend; otherwise the two would stay out of step for good. A release due within
+    HANDOVER_WAIT is the usual handover, waited for (Watcher._take_lease), not aligned to."""
+    now = prompt_state.now()
+    for name in names:
+        try:
+            current = leases.current(name)
+        except Exception as exc:  # noqa: BLE001 - DynamoDB trouble: that watcher's own acquire will say
+            logger.warning("Lease unreadable; release time not aligned", extra={"backend": name, "error": repr(exc)})
+            continue
+        if current is None or current.holder == holder or current.lease_until < now:
+            continue
+        if now + HANDOVER_WAIT < current.release_at < release_at:
+            release_at = current.release_at
+    return release_at
+
+
+def _fleet_summary(holder: str, summaries: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The lone watcher's keys, as totals (status: the worst), plus `backends`, each
+    backend's own summary keyed by name."""
+    total = WatchSummary(holder=holder)
+    statuses = {summary["status"] for summary in summaries.values()}
+    total.status = next((status for status in _STATUS_WORST_FIRST if status in statuses), "stopped")
+    for key in _TOTALS:
+        setattr(total, key, sum(summary[key] for summary in summaries.values()))
+    total.connected_seconds = round(total.connected_seconds, 3)
+    total.errors = [f"{name}: {error}" for name, summary in summaries.items() for error in summary["errors"]][-10:]
+    backends = {name: {key: value for key, value in summary.items() if key != "holder"}
+                for name, summary in summaries.items()}
+    return {**total.as_dict(), "backends": backends}
+
+
+def _watch_fleet(fleet: Fleet, holder: str, seconds_left: Callable[[], float] | None) -> dict[str, Any]:
+    """One Watcher per backend, each on a thread of its own, until the same handover time."""
+    settings = fleet.settings
+    _check_settings(settings)  # raised as the lone watcher would, before any thread starts
+    seconds_left = seconds_left or (lambda: 900.0)
+    backends = fleet.backends()
+    leases = LeaseStore(settings)
+    release_at = aligned_release(
+        leases, [backend.name for backend in backends], holder,
+        handover_time(prompt_state.now(), seconds_left(), settings.watcher_tick_seconds))
+    archives = ThreadPoolExecutor(max_workers=ARCHIVE_WORKERS, thread_name_prefix="watcher-archive")
+    watchers = [Watcher(settings=settings, client=fleet.client(backend), backend=backend.name, holder=holder,
+                        seconds_left=seconds_left, leases=leases, pool=archives, release_at=release_at)
+                for backend in backends]
+
+    def watch(watcher: Watcher) -> dict[str, Any]:
+        logger.thread_safe_append_keys(backend=watcher.backend)  # this thread's context only
+        return watcher.run()
+
+    try:
+        with ThreadPoolExecutor(max_workers=len(watchers), thread_name_prefix="watcher") as threads:
+            # Each thread runs in a copy of this context: the invocation's deadline goes along.
+            futures = [threads.submit(contextvars.copy_context().run, watch, watcher) for watcher in watchers]
+            wait(futures)
+    finally:
+        archives.shutdown(wait=False)
+    summaries: dict[str, dict[str, Any]] = {}
+    failures: list[BaseException] = []
+    for watcher, future in zip(watchers, futures):
+        error = future.exception()
+        if error is None:
+            summaries[watcher.backend] = future.result()
+            continue
+        # DynamoDB or a bug, not ComfyUI (that is the watcher's reconnect loop): raised below,
+        # after the other backends' watchers ran their course, so the invocation fails visibly.
+        logger.error("Watcher failed", extra={"backend": watcher.backend, "error": repr(error)}, exc_info=error)
+        failures.append(error)
+    if failures:
+        raise failures[0]
+    summary = _fleet_summary(holder, summaries)
+    logger.info("Watchers stopped", extra={key: value for key, value in summary.items() if key != "backends"})
+    return summary
+
+
 def run_watcher(holder: str | None, seconds_left: Callable[[], float] | None) -> dict[str, Any]:
-    """The watcher function's one call."""
-    return Watcher(holder=holder, seconds_left=seconds_left).run()
+    """The watcher function's one call: one Watcher for a lone server, one per backend of
+    a fleet."""
+    fleet = get_fleet()
+    backends = fleet.backends()
+    if len(backends) == 1:
+        return Watcher(holder=holder, seconds_left=seconds_left, client=fleet.client(backends[0])).run()
+    return _watch_fleet(fleet, holder or str(uuid.uuid4()), seconds_left)
