@@ -16,7 +16,7 @@ export AWS_DEFAULT_REGION ?= us-east-1
 .PHONY: help dev test unit functional e2e iam lint validate build bench clean invoke chromium
 
 help:
-	@echo "make dev         run the whole API locally (moto S3 + ComfyUI stand-in unless COMFYUI_BASE_URL)"
+	@echo "make dev         run the whole API locally (moto + a ComfyUI stand-in, COMFYUI_STANDINS=2 for a fleet, or COMFYUI_BASE_URL)"
 	@echo "make test        lint, every test tier, sam validate and sam build"
 	@echo "make unit | functional | e2e | iam   one test tier"
 	@echo "make invoke FN=TaskStatusFunction EVENT=events/task_status.json   sam local invoke, without Docker"

@@ -8,7 +8,9 @@
 * inputs: run_workflow with a 1 MB inline image vs raw /upload/image + /prompt, and memory of
   a 50 MB upload read from S3 into ComfyUI (bench/inputs.py);
 * watcher: prompt finished -> files in S3 and Completed event, with the live watcher vs the
-  schedule alone, and the watcher's monthly cost (bench/watcher.py).
+  schedule alone, and the watcher's monthly cost (bench/watcher.py);
+* fleet: routing cost per submission and task_status lookups with 1, 2 and 4 ComfyUI
+  backends, counted and timed against one backend (bench/fleet.py).
 
 ``--only NAME...`` reruns some of them and rewrites only their sections (the summary at
 the top is rewritten by a full run). ``--quick`` is a smaller version of the same run.
@@ -21,11 +23,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bench import archiver, cold, inputs, roundtrips, sizes, summary, warm, watcher
+from bench import archiver, cold, fleet, inputs, roundtrips, sizes, summary, warm, watcher
 from bench.common import DOC, Target, machine, now, write_regions
 from bench.stack import local_stack
 
-BENCHMARKS = ("sizes", "cold", "warm", "roundtrips", "archiver", "inputs", "watcher")
+BENCHMARKS = ("sizes", "cold", "warm", "roundtrips", "archiver", "inputs", "watcher", "fleet")
 FULL = {"runs": 11, "iterations": 200}
 QUICK = {"runs": 3, "iterations": 50}
 
@@ -81,11 +83,14 @@ def run(todo: set[str], args: argparse.Namespace) -> dict[str, Any]:
     if "watcher" in todo:
         print("live watcher latency...", file=sys.stderr)
         results["watcher"] = watcher.run_all(quick=args.quick)
+    if "fleet" in todo:
+        print("fleet routing and lookups...", file=sys.stderr)
+        results["fleet"] = fleet.run_all(quick=args.quick)
     return results
 
 
 MODULES = {"sizes": sizes, "cold": cold, "warm": warm, "roundtrips": roundtrips, "archiver": archiver,
-           "inputs": inputs, "watcher": watcher}
+           "inputs": inputs, "watcher": watcher, "fleet": fleet}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -75,7 +75,7 @@ class Target:
 # Each benchmark owns one marked region, so running one of them (`--only`) rewrites its
 # region and keeps the others' last results.
 _REGION = re.compile(r"<!-- bench:(?P<name>[a-z_]+) -->\n.*?<!-- /bench:(?P=name) -->\n", re.S)
-ORDER = ("summary", "cold", "warm", "roundtrips", "archiver", "inputs", "watcher", "sizes")
+ORDER = ("summary", "cold", "warm", "roundtrips", "archiver", "inputs", "watcher", "fleet", "sizes")
 TITLE = "# Benchmarks\n\n"
 
 

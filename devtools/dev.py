@@ -1,7 +1,7 @@
 """Run the whole API locally without Docker: ``python -m devtools.dev`` (``make dev``).
 
-Starts, in one process: a moto server, a ComfyUI stand-in (unless
-``COMFYUI_BASE_URL`` points at a real ComfyUI), the local API Gateway that calls
+Starts, in one process: a moto server, a ComfyUI stand-in or several (a fleet, issue 13;
+none when ``COMFYUI_BASE_URL`` names real ComfyUIs), the local API Gateway that calls
 the real handlers from ``template.yaml``, the Lambda Invoke API for functions
 that invoke each other, and the template's schedules. Handlers reach them
 through ``AWS_ENDPOINT_URL`` / ``AWS_ENDPOINT_URL_LAMBDA``, so their code is the
@@ -11,7 +11,9 @@ mapping, and events put on the local bus (S3's "Object Created" among them) run 
 functions whose EventBridge rules match.
 
 Environment: PORT (API, default 3000), MOTO_PORT (default: a free port),
-COMFYUI_BASE_URL, STANDIN_DELAY (stand-in seconds per prompt, default 1.0),
+COMFYUI_BASE_URL (one real ComfyUI, or a fleet's list ``[name=]url,...``), COMFYUI_STANDINS
+(stand-ins to start when COMFYUI_BASE_URL is unset, default 1; several are a fleet named
+standin-1..N), STANDIN_DELAY (stand-in seconds per prompt, default 1.0),
 ARCHIVE_EVERY (seconds between scheduled runs, default: the template's rate;
 0 turns schedules off), LOCAL_API_KEY (enforce x-api-key where required),
 WATCHER (0: no live watcher; default on: WatcherFunction runs in a child process,
@@ -29,6 +31,7 @@ import contextlib
 import logging
 import errno
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -39,6 +42,7 @@ import time
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
+from urllib.parse import urlsplit
 
 import boto3
 from botocore.exceptions import ClientError
@@ -52,6 +56,9 @@ DEFAULT_TEMPLATE = REPO_ROOT / "template.yaml"
 WORKFLOWS_DIR = REPO_ROOT / "workflows"
 COMFYUI_PARAMETER = "ComfyUIBaseUrl"
 PUBLIC_URL_PARAMETER = "ComfyUIPublicUrl"
+# Stand-ins of a local fleet are named like this (1-based); names are what prompt-state
+# records, metrics and answers (`backend`) carry.
+STANDIN_NAME = "standin-{}"
 DEFAULT_SCHEDULE_SECONDS = 60.0  # for cron expressions, which are not replayed exactly
 # Runs for minutes per invocation: in a child process (devtools/watcher_runner.py), never on
 # the stack's in-process invoker, which runs one handler at a time.
@@ -101,7 +108,14 @@ class Scheduler:
 
 
 class LocalStack:
-    """moto + ComfyUI (stand-in or given) + LocalApi + LocalLambda + schedules, as one."""
+    """moto + ComfyUI (stand-ins or given) + LocalApi + LocalLambda + schedules, as one.
+
+    ComfyUI: ``comfyui_base_url`` when given (one URL, or a fleet's ``[name=]url,...``
+    list; nothing is started), else ``standins`` stand-ins. One stand-in is the single
+    server a deployment with one ComfyUI has (backend ``default``); several are a fleet,
+    ``standin-1..N``, each with its own root folder and, with ``standin_models``, its own
+    checkpoints (so a test can give backends different capabilities).
+    """
 
     def __init__(
         self,
@@ -120,10 +134,18 @@ class LocalStack:
         parameter_overrides: dict[str, str] | None = None,
         retry_seconds: float | None = None,
         function_logs: bool = True,
+        standins: int = 1,
+        standin_models: list[list[str]] | None = None,
     ) -> None:
+        if standins < 1:
+            raise ValueError("standins: at least 1")
+        if standin_models is not None and len(standin_models) != standins:
+            raise ValueError(f"standin_models: one list per stand-in ({standins}), got {len(standin_models)}")
         self.port = port
         self.comfyui_base_url = comfyui_base_url
         self.standin_delay = standin_delay
+        self.standin_count = standins
+        self.standin_models = standin_models
         self.template_path = Path(template_path)
         self.workflows_dir = Path(workflows_dir)
         self.moto_port = moto_port
@@ -147,7 +169,11 @@ class LocalStack:
         # their warnings and errors only (`make dev` without VERBOSE=1).
         self.function_logs = function_logs
 
-        self.standin: Any = None  # ComfyUIStandIn when we started one
+        self.standins: list[Any] = []  # the ComfyUIStandIns we started, standin-1 first
+        # (name, URL) of every backend the functions are given, in COMFYUI_BASE_URL's order;
+        # kept apart from the stand-ins, whose base_url is gone once one is stopped.
+        self.backends: list[tuple[str, str]] = []
+        self.comfyui_url = ""  # COMFYUI_BASE_URL as the functions get it
         self.template: Template | None = None  # read once per start, with this stack's parameters
         self.api: LocalApi | None = None
         self.lambda_api: LocalLambda | None = None
@@ -155,13 +181,18 @@ class LocalStack:
         self.moto_endpoint = ""  # AWS_ENDPOINT_URL: every AWS service the handlers use, not only S3
         self.buckets: dict[str, str] = {}  # logical id -> local bucket name
         self._moto: Any = None
-        self._tmp_dir: str | None = None
+        self._tmp_dirs: list[str] = []
         self._environment = contextlib.ExitStack()  # process-wide variables, undone by stop()
 
     @property
     def api_url(self) -> str:
         assert self.api is not None, "start() first"
         return self.api.url
+
+    @property
+    def standin(self) -> Any:
+        """The first stand-in (None against a real ComfyUI): what a one-server stack has."""
+        return self.standins[0] if self.standins else None
 
     @property
     def s3_endpoint(self) -> str:
@@ -173,7 +204,8 @@ class LocalStack:
     def start(self) -> "LocalStack":
         try:
             self._start_moto()
-            comfyui_url = self.comfyui_base_url or self._start_standin()
+            self.comfyui_url = comfyui_url = self.comfyui_base_url or self._start_standins()
+            self.backends = named_backends(comfyui_url)
             self.template = template = self._load_template(comfyui_url)
             self._create_buckets(template)
             self._create_tables(template)
@@ -212,12 +244,12 @@ class LocalStack:
         if self.lambda_api is not None:
             self.lambda_api.stop()
             self.lambda_api = None
-        if self.standin is not None:
-            self.standin.stop()
-            self.standin = None
-        if self._tmp_dir is not None:
-            shutil.rmtree(self._tmp_dir, ignore_errors=True)
-            self._tmp_dir = None
+        for standin in self.standins:
+            standin.stop()  # a no-op for one a test stopped already
+        self.standins = []
+        for folder in self._tmp_dirs:
+            shutil.rmtree(folder, ignore_errors=True)
+        self._tmp_dirs = []
         if self._moto is not None:
             self._moto.stop()
             self._moto = None
@@ -291,23 +323,34 @@ class LocalStack:
             process.kill()
             process.wait()
 
-    def _start_standin(self) -> str:
+    def _start_standins(self) -> str:
+        """Start the stand-ins; the COMFYUI_BASE_URL value that names them."""
         # Imported here so a run against a real ComfyUI does not need it.
         from devtools.comfyui_standin import ComfyUIStandIn
 
-        self._tmp_dir = tempfile.mkdtemp(prefix="comfy-standin-")
-        self.standin = ComfyUIStandIn(
-            root_dir=self._tmp_dir, host=self.host, delay=self.standin_delay
-        ).start()
-        # Step progress on the socket during each prompt's work, as a sampler reports it.
-        self.standin.ws.progress_steps = STANDIN_PROGRESS_STEPS
-        return str(self.standin.base_url)
+        for index in range(self.standin_count):
+            # Each its own root: a real fleet's servers share no output or input folder.
+            root = tempfile.mkdtemp(prefix=f"comfy-standin-{index + 1}-")
+            self._tmp_dirs.append(root)
+            models = self.standin_models[index] if self.standin_models is not None else None
+            standin = ComfyUIStandIn(root_dir=root, host=self.host, delay=self.standin_delay,
+                                     models=models)
+            self.standins.append(standin)  # before start(): stop() then cleans up a half start
+            standin.start()
+            # Step progress on the socket during each prompt's work, as a sampler reports it.
+            standin.ws.progress_steps = STANDIN_PROGRESS_STEPS
+        if len(self.standins) == 1:
+            # Unnamed: the backend is `default`, as in a deployment with one ComfyUI.
+            return str(self.standins[0].base_url)
+        return ",".join(f"{STANDIN_NAME.format(index + 1)}={standin.base_url}"
+                        for index, standin in enumerate(self.standins))
 
     def _load_template(self, comfyui_url: str) -> Template:
         # An override the template does not declare is ignored; parameters lists the declared.
         # Locally the developer can open ComfyUI's /view links: show them in image `url`s
-        # (deployed, `url` stays null unless ComfyUIPublicUrl is set).
-        public_url = os.environ.get("COMFYUI_PUBLIC_URL") or comfyui_url
+        # (deployed, `url` stays null unless ComfyUIPublicUrl is set): one per backend, in
+        # COMFYUI_BASE_URL's order, as a fleet's functions read the list.
+        public_url = os.environ.get("COMFYUI_PUBLIC_URL") or ",".join(url for _, url in named_backends(comfyui_url))
         template = Template.load(
             self.template_path,
             {**self.parameter_overrides, COMFYUI_PARAMETER: comfyui_url, PUBLIC_URL_PARAMETER: public_url},
@@ -427,12 +470,45 @@ def workflow_location(template: Template) -> tuple[str | None, str]:
     return None, "workflows/"
 
 
+def named_backends(comfyui_base_url: str) -> list[tuple[str, str]]:
+    """(name, URL) of each entry of COMFYUI_BASE_URL (`url` or `name=url`), in its order,
+    named as the functions name them (comfy_core/fleet/backends.py): a lone unnamed URL is
+    `default`, unnamed ones of a list are named after their host and port. Read here rather
+    than imported: importing the layer in this process before a handler runs would create
+    its logger with this process's environment instead of the functions'. The two are
+    compared in tests/e2e/test_dev_command.py (the banner's names are the answers' `backend`)."""
+    entries = [entry.strip() for entry in comfyui_base_url.split(",") if entry.strip()]
+    backends = []
+    for entry in entries:
+        name, sep, url = entry.partition("=")
+        if not sep or "://" in name:  # no name given (a URL's query may hold '=')
+            name, url = "", entry
+        url = url.strip().rstrip("/")
+        if not name.strip():
+            name = "default" if len(entries) == 1 else _name_for_url(url)
+        backends.append((name.strip(), url))
+    return backends
+
+
+def _name_for_url(url: str) -> str:
+    parts = urlsplit(url)
+    host = re.sub(r"[^a-z0-9]+", "-", (parts.hostname or "").lower()).strip("-") or "comfyui"
+    return (f"{host}-{parts.port}" if parts.port else host)[:40].rstrip("-")
+
+
 def banner(stack: LocalStack) -> str:
-    comfyui = (
-        f"stand-in at {stack.standin.base_url} (delay {stack.standin_delay}s)"
-        if stack.standin is not None
-        else f"{stack.comfyui_base_url} (COMFYUI_BASE_URL)"
-    )
+    if stack.standins:
+        delay = f"delay {stack.standin_delay}s"
+        if len(stack.standins) == 1:
+            comfyui = [f"stand-in at {stack.backends[0][1]} ({delay})"]
+        else:
+            comfyui = [f"{len(stack.standins)} stand-ins, a fleet ({delay}):",
+                       *(f"  {name} at {url}" for name, url in stack.backends)]
+    elif len(stack.backends) > 1:
+        comfyui = [f"{len(stack.backends)} backends (COMFYUI_BASE_URL):",
+                   *(f"  {name} at {url}" for name, url in stack.backends)]
+    else:
+        comfyui = [f"{stack.comfyui_base_url} (COMFYUI_BASE_URL)"]
     buckets = ", ".join(f"{name} ({lid})" for lid, name in stack.buckets.items()) or "none"
     api_key = " (x-api-key enforced)" if stack.api and stack.api.api_key else ""
     schedules = ", ".join(
@@ -440,7 +516,8 @@ def banner(stack: LocalStack) -> str:
     ) if stack.scheduler else "off"
     return "\n".join([
         f"API:       {stack.api_url}{api_key}",
-        f"ComfyUI:   {comfyui}",
+        f"ComfyUI:   {comfyui[0]}",
+        *(f"           {line}" for line in comfyui[1:]),
         f"Buckets:   {buckets}",
         f"Moto:      {stack.moto_endpoint} (AWS_ENDPOINT_URL)",
         f"Lambda:    {stack.lambda_api.url if stack.lambda_api else '-'} (AWS_ENDPOINT_URL_LAMBDA)",
@@ -462,8 +539,9 @@ def shell_environment(stack: LocalStack) -> dict[str, str]:
     values = {**aws_environment(stack.moto_endpoint)}
     if stack.lambda_api is not None:
         values["AWS_ENDPOINT_URL_LAMBDA"] = stack.lambda_api.url
-    values["COMFYUI_BASE_URL"] = stack.standin.base_url if stack.standin is not None else str(
-        stack.comfyui_base_url)
+    # Every backend, as the functions get them: `make invoke` with these lines sees the same
+    # fleet (and records the same backend names) as the stack's own functions.
+    values["COMFYUI_BASE_URL"] = stack.comfyui_url
     return values
 
 
@@ -486,6 +564,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # Powertools warns on every read-only invocation (no metric added); pytest filters it too.
     warnings.filterwarnings("ignore", message="No application metrics to publish")
+    try:
+        standins = int(os.environ.get("COMFYUI_STANDINS") or 1)
+        if standins < 1:
+            raise ValueError
+    except ValueError:
+        print("dev: COMFYUI_STANDINS is the number of ComfyUI stand-ins to start, 1 or more", file=sys.stderr)
+        return 2
+    if standins > 1 and os.environ.get("COMFYUI_BASE_URL"):
+        logging.getLogger("dev").warning("COMFYUI_BASE_URL is set: no stand-in is started (COMFYUI_STANDINS ignored)")
     stop = threading.Event()
     # SIGTERM (docker stop, kill) ends the run like Ctrl-C does.
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -493,6 +580,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         with LocalStack(
             port=args.port,
             comfyui_base_url=os.environ.get("COMFYUI_BASE_URL") or None,
+            standins=standins,
             standin_delay=float(os.environ.get("STANDIN_DELAY") or 1.0),
             template_path=args.template,
             moto_port=args.moto_port,

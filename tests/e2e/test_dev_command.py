@@ -167,3 +167,76 @@ def test_verbose_adds_the_functions_json_logs_and_metrics() -> None:
     logged = json_lines(output)
     assert any(item.get("service") == "comfy-serverless-api" for item in logged)
     assert any("PromptSubmitted" in item for item in logged)  # the run's metric, as EMF
+
+
+def backend_lines(dev: DevProcess) -> dict[str, str]:
+    """The banner's `  <name> at <url>` lines under ComfyUI: name -> URL."""
+    start = dev.lines.index(dev.banner("ComfyUI:"))
+    found = {}
+    for line in dev.lines[start + 1:]:
+        parts = line.split()
+        if len(parts) != 3 or parts[1] != "at":
+            break
+        found[parts[0]] = parts[2]
+    return found
+
+
+def exported(dev: DevProcess, name: str) -> str:
+    line = next(line.strip() for line in dev.lines if line.strip().startswith(f"export {name}="))
+    return line.split("=", 1)[1]
+
+
+def test_comfyui_standins_starts_a_fleet_shown_in_the_banner_and_stopped_with_it() -> None:
+    """COMFYUI_STANDINS=2: two stand-ins named standin-1 and standin-2, both in the banner and
+    in the exported COMFYUI_BASE_URL; prompts go to both; Ctrl-C stops both."""
+    port = free_port()
+    dev = DevProcess(port, COMFYUI_STANDINS="2", WATCHER="0")
+    try:
+        wait_for(dev.ready, 60, what="dev start")
+        assert "2 stand-ins" in dev.banner("ComfyUI:")
+        backends = backend_lines(dev)
+        assert list(backends) == ["standin-1", "standin-2"]
+        assert len(set(backends.values())) == 2
+        assert exported(dev, "COMFYUI_BASE_URL") == ",".join(f"{name}={url}" for name, url in backends.items())
+        for url in backends.values():  # each one a ComfyUI of its own
+            assert requests.get(f"{url}/system_stats", timeout=10).status_code == 200
+        api = f"http://127.0.0.1:{port}"
+        # The router sends each prompt to the least loaded: an idle fleet gets them in turn
+        # (its own submissions count until the next load answer, 2 s later).
+        got = {requests.post(f"{api}/api/workflow/empty_save", json={}, timeout=10).json()["backend"]
+               for _ in range(6)}
+        assert got == set(backends)
+        dev.process.send_signal(signal.SIGINT)
+        assert dev.process.wait(timeout=30) == 0
+    finally:
+        if dev.process.poll() is None:
+            dev.process.kill()
+    for url in backends.values():
+        assert not port_open(int(url.rsplit(":", 1)[1]))
+
+
+def test_several_real_urls_start_no_standin_and_are_named_as_the_functions_name_them(tmp_path: Path) -> None:
+    """COMFYUI_BASE_URL with two URLs: nothing is started, the banner lists both under the
+    names the functions give unnamed backends (host-port), which is what answers carry."""
+    from devtools.comfyui_standin import ComfyUIStandIn
+
+    with ComfyUIStandIn(tmp_path / "a", port=0) as first, ComfyUIStandIn(tmp_path / "b", port=0) as second:
+        urls = [first.base_url, second.base_url]
+        port = free_port()
+        dev = DevProcess(port, COMFYUI_BASE_URL=",".join(urls), WATCHER="0")
+        try:
+            wait_for(dev.ready, 60, what="dev start")
+            assert "2 backends (COMFYUI_BASE_URL)" in dev.banner("ComfyUI:")
+            backends = backend_lines(dev)
+            assert list(backends.values()) == urls
+            assert list(backends) == [f"127-0-0-1-{url.rsplit(':', 1)[1]}" for url in urls]
+            assert exported(dev, "COMFYUI_BASE_URL") == ",".join(urls)
+            api = f"http://127.0.0.1:{port}"
+            got = {requests.post(f"{api}/api/workflow/empty_save", json={}, timeout=10).json()["backend"]
+                   for _ in range(6)}
+            assert got == set(backends)
+        finally:
+            dev.process.send_signal(signal.SIGINT)
+            dev.process.wait(timeout=30)
+        # The developer's ComfyUIs are theirs: stopping `make dev` leaves them running.
+        assert all(requests.get(f"{url}/system_stats", timeout=10).status_code == 200 for url in urls)
