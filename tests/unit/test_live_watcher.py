@@ -321,3 +321,23 @@ def test_a_failed_renewal_is_retried_while_the_lease_still_holds(clock: Clock) -
     watcher, _, _ = make(clock, [ScriptedSocket(clock, [])], leases=leases, seconds=120.0)
     assert watcher.run()["status"] == "handed_over"
     assert failures == [] and leases.released == ["me"]
+
+
+def test_a_workflows_first_recorded_runs_reach_the_eta_within_seconds(monkeypatch) -> None:
+    """Run times of a workflow with none yet are asked again after 5 s, not 60: the ETA of a
+    fresh deployment's prompts shows as soon as a first run of theirs is recorded."""
+    recorded: list[float] = []
+    asked: list[str] = []
+    monkeypatch.setattr(prompt_state, "recent_durations",
+                        lambda workflow, settings=None: asked.append(workflow) or list(recorded))
+    now = [0.0]
+    watcher = Watcher(settings=get_settings(), client=FakeComfy(), clock=lambda: now[0])  # type: ignore[arg-type]
+    assert watcher._recent("w") == []
+    recorded.append(2.5)  # the first run finished and was recorded
+    now[0] = 4.9
+    assert watcher._recent("w") == [] and len(asked) == 1  # still cached
+    now[0] = 5.0
+    assert watcher._recent("w") == [2.5] and len(asked) == 2
+    recorded.append(3.0)
+    now[0] = 60.0
+    assert watcher._recent("w") == [2.5] and len(asked) == 2  # known runs are kept a minute

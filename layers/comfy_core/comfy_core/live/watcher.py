@@ -83,6 +83,7 @@ WATCHDOG_SECONDS = 30.0
 BACKOFF_FIRST, BACKOFF_MAX = 0.5, 10.0
 ARCHIVE_WORKERS = 4
 DURATIONS_CACHE_SECONDS = 60.0
+EMPTY_DURATIONS_CACHE_SECONDS = 5.0
 
 
 def _check_settings(settings: Settings) -> None:
@@ -385,7 +386,10 @@ class Watcher:
 
     def _recent(self, workflow: str) -> list[float]:
         cached = self._durations.get(workflow)
-        if cached is not None and self.clock() - cached[0] < DURATIONS_CACHE_SECONDS:
+        # A workflow without recorded runs is asked again sooner: its first runs finish
+        # (and are recorded) within the minute, and its ETA should show from the next one.
+        lifetime = DURATIONS_CACHE_SECONDS if cached and cached[1] else EMPTY_DURATIONS_CACHE_SECONDS
+        if cached is not None and self.clock() - cached[0] < lifetime:
             return cached[1]
         durations = prompt_state.recent_durations(workflow, self.settings)
         self._durations[workflow] = (self.clock(), durations)
