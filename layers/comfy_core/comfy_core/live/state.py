@@ -149,17 +149,24 @@ def record_cancelled(prompt_id: str, settings: Settings | None = None) -> bool:
     if not settings.prompt_state_table:
         return False
     stamp = now()
+    return _update(settings, prompt_id, ["cancelled_at = :now", "#ttl = :ttl"],
+                   {":now": stamp, ":ttl": int(stamp) + settings.prompt_state_expiry}, "Cancellation not recorded")
+
+
+def _update(settings: Settings, prompt_id: str, sets: list[str], values: dict[str, Any], failure: str,
+            names: dict[str, str] | None = None) -> bool:
+    """SET `sets` on the prompt's item (`#ttl` names the TTL attribute). Never raises: False,
+    and `failure` logged, when DynamoDB refused or failed."""
     try:
         dynamodb_client().update_item(
             TableName=settings.prompt_state_table,
             Key=_key(prompt_id),
-            UpdateExpression="SET cancelled_at = :now, #ttl = :ttl",
-            ExpressionAttributeNames={"#ttl": TTL_ATTRIBUTE},
-            ExpressionAttributeValues={":now": to_attribute(stamp),
-                                       ":ttl": to_attribute(int(stamp) + settings.prompt_state_expiry)},
+            UpdateExpression="SET " + ", ".join(sets),
+            ExpressionAttributeNames={"#ttl": TTL_ATTRIBUTE, **(names or {})},
+            ExpressionAttributeValues={name: to_attribute(value) for name, value in values.items()},
         )
     except Exception as exc:  # noqa: BLE001 - botocore error types are generated
-        logger.warning("Cancellation not recorded", extra={"prompt_id": prompt_id, "error": repr(exc)})
+        logger.warning(failure, extra={"prompt_id": prompt_id, "error": repr(exc)})
         return False
     return True
 
@@ -172,8 +179,8 @@ def record_backend(prompt_id: str, backend: str, workflow: str | None,
                    settings: Settings | None = None) -> bool:
     """Remember the backend a prompt is sent to, before it is sent: a lookup (task_status,
     cancel...) then costs one GetItem and one request to that backend, and a keyed retry
-    asks that backend whether the first attempt got in. Never raises: without the record
-    the prompt is found by asking every backend."""
+    asks that backend whether the first attempt got in. Never raises: False when it could
+    not be written (fleet.placement then sends nothing)."""
     settings = settings or get_settings()
     if not settings.prompt_state_table:
         return False
@@ -184,18 +191,7 @@ def record_backend(prompt_id: str, backend: str, workflow: str | None,
     if workflow:
         values[":workflow"] = workflow
         sets.append("workflow = :workflow")
-    try:
-        dynamodb_client().update_item(
-            TableName=settings.prompt_state_table,
-            Key=_key(prompt_id),
-            UpdateExpression="SET " + ", ".join(sets),
-            ExpressionAttributeNames={"#ttl": TTL_ATTRIBUTE},
-            ExpressionAttributeValues={name: to_attribute(value) for name, value in values.items()},
-        )
-    except Exception as exc:  # noqa: BLE001 - botocore error types are generated
-        logger.warning("Prompt backend not recorded", extra={"prompt_id": prompt_id, "error": repr(exc)})
-        return False
-    return True
+    return _update(settings, prompt_id, sets, values, "Prompt backend not recorded")
 
 
 def record_seen(backends: list[str], settings: Settings | None = None) -> None:
@@ -254,18 +250,7 @@ def save_progress(
     if started_at is not None:
         values[":started"] = started_at
         sets.append("started_at = if_not_exists(started_at, :started)")
-    try:
-        dynamodb_client().update_item(
-            TableName=settings.prompt_state_table,
-            Key=_key(prompt_id),
-            UpdateExpression="SET " + ", ".join(sets),
-            ExpressionAttributeNames={"#status": "status", "#ttl": TTL_ATTRIBUTE},
-            ExpressionAttributeValues={name: to_attribute(value) for name, value in values.items()},
-        )
-    except Exception as exc:  # noqa: BLE001 - botocore error types are generated
-        logger.warning("Progress not saved", extra={"prompt_id": prompt_id, "error": repr(exc)})
-        return False
-    return True
+    return _update(settings, prompt_id, sets, values, "Progress not saved", {"#status": "status"})
 
 
 def load(prompt_id: str, settings: Settings | None = None, *, strict: bool = False) -> dict[str, Any] | None:
