@@ -68,6 +68,17 @@ CHECKS = [
     openapi_checks.ignored_auth,
 ]
 
+# For a case whose "invalid" query value is never sent (below): every other check still applies.
+CHECKS_WITHOUT_NEGATIVE_REJECTION = [check for check in CHECKS if check is not openapi_checks.negative_data_rejection]
+
+
+def _unsent_query(case: Any) -> bool:
+    """schemathesis 4.32 may negate a query parameter into an empty list, which HTTP clients
+    do not send at all: the request that goes out can be valid (`?max_items=` alone), so a
+    200 is right, not accepted invalid data (fixed upstream in schemathesis PR 4690)."""
+    return any(value == [] for value in (case.query or {}).values())
+
+
 STATS: Counter[str] = Counter()  # requests sent and status codes seen, for the report
 DISTINCT: set[str] = set()  # generated requests that differ in method, path, query, headers or body
 
@@ -123,7 +134,7 @@ def _check_conformance(case: Any, stack: LocalStack, session: requests.Session) 
         base_url=stack.api_url,
         session=session,
         headers={"x-api-key": API_KEY},
-        checks=CHECKS,
+        checks=CHECKS if not _unsent_query(case) else CHECKS_WITHOUT_NEGATIVE_REJECTION,
         timeout=TIMEOUT,
     )
     _no_undocumented_server_error(response)
