@@ -139,7 +139,8 @@ def cmd_run(ctx: Context) -> int:
             ctx.say(submitted.prompt_id)
         return EXIT_OK
     if not ctx.json:
-        ctx.note(f"submitted {submitted.prompt_id} ({args.workflow})")
+        where = f" on {submitted.backend}" if submitted.backend not in (None, "default") else ""
+        ctx.note(f"submitted {submitted.prompt_id} ({args.workflow}){where}")
     return follow(ctx, submitted.prompt_id, args.out, document)
 
 
@@ -199,12 +200,13 @@ def cmd_queue(ctx: Context) -> int:
     if not queue.running and not queue.pending:
         ctx.say("queue empty")
         return EXIT_OK
+    fleet = any(item.backend for item in (*queue.running, *queue.pending))
     table = Table("position", Column("prompt id", no_wrap=True, min_width=_widest((*queue.running, *queue.pending))),
-                  "state", box=None, pad_edge=False)
+                  "state", *(["backend"] if fleet else []), box=None, pad_edge=False)
     for item in queue.running:
-        table.add_row("-", item.prompt_id, "running")
+        table.add_row("-", item.prompt_id, "running", *([item.backend or ""] if fleet else []))
     for item in queue.pending:
-        table.add_row(str(item.position or ""), item.prompt_id, "pending")
+        table.add_row(str(item.position or ""), item.prompt_id, "pending", *([item.backend or ""] if fleet else []))
     ctx.out.print(table)
     return EXIT_OK
 

@@ -35,6 +35,7 @@ class Submitted:
     node_errors: dict[str, Any]
     client_id: str | None
     raw: dict[str, Any] = field(repr=False, compare=False)
+    backend: str | None = None  # the ComfyUI server of a fleet that got it ("default" with one)
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> "Submitted":
@@ -44,6 +45,7 @@ class Submitted:
             node_errors=_dict(data.get("node_errors")),
             client_id=_str(data.get("client_id")),
             raw=data,
+            backend=_str(data.get("backend")),
         )
 
 
@@ -208,7 +210,8 @@ class TaskStatus:
 class QueueItem:
     prompt_id: str
     number: float | None
-    position: int | None  # 1-based among the pending; None for the running one
+    position: int | None  # 1-based among the pending (of its backend); None for the running one
+    backend: str | None = None  # with a fleet: the server whose queue it is in
 
 
 @dataclass(frozen=True)
@@ -223,7 +226,8 @@ class Queue:
     def from_json(cls, data: dict[str, Any]) -> "Queue":
         def items(key: str) -> tuple[QueueItem, ...]:
             return tuple(
-                QueueItem(str(i.get("prompt_id")), _number(i.get("number")), _int(i.get("position")))
+                QueueItem(str(i.get("prompt_id")), _number(i.get("number")), _int(i.get("position")),
+                          _str(i.get("backend")))
                 for i in data.get(key) or [] if isinstance(i, dict))
         return cls(running=items("queue_running"), pending=items("queue_pending"), raw=data)
 

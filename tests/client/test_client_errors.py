@@ -127,3 +127,18 @@ def test_the_connection_error_keeps_its_cause() -> None:
         api.workflows()
     assert isinstance(raised.value.__cause__, requests.ConnectionError)
     assert raised.value.status_code is None
+
+
+@responses.activate
+def test_queue_names_each_prompts_backend_only_with_a_fleet(cli) -> None:
+    one = {"queue_running": [{"prompt_id": "p-run", "number": 1}], "queue_pending": [],
+           "running_count": 1, "pending_count": 0}
+    responses.get(f"{API_URL}/api/queue", json=one)
+    shown = cli("queue")
+    assert shown.code == 0 and "p-run" in shown.stdout and "backend" not in shown.stdout
+    fleet = {"queue_running": [{"prompt_id": "p-run", "number": 1, "backend": "gpu-a"}],
+             "queue_pending": [{"prompt_id": "p-wait", "number": 2, "position": 1, "backend": "gpu-b"}],
+             "running_count": 1, "pending_count": 1, "backends": {}}
+    responses.replace(responses.GET, f"{API_URL}/api/queue", json=fleet)
+    rows = {line.split()[1]: line.split() for line in cli("queue").stdout.splitlines()[1:]}
+    assert rows["p-run"][-1] == "gpu-a" and rows["p-wait"][-1] == "gpu-b"

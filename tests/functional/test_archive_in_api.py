@@ -51,7 +51,8 @@ def test_first_completed_status_asks_the_archiver_and_marks_images_not_archived(
     session, requested = stack
     status, body = invoke("task_status", event("task_status"))
     assert status == 200 and body["status"] == "completed"
-    assert [(i["archived"], i["s3_key"], i["download_url"]) for i in body["images"]] == [(False, None, None)] * 2
+    assert [(i["archived"], i["s3_key"], i["download_url"], i["size"]) for i in body["images"]] == \
+        [(False, None, None, None)] * 2
     assert requested == [("stack-archiver", {"prompt_id": PID})]
     assert len(session.calls) == 1  # still one ComfyUI request
 
@@ -64,6 +65,7 @@ def test_archived_images_get_s3_key_and_presigned_download_url(stack):
     assert image["archived"] is True
     assert image["s3_key"] == f"images/{PID}/2/ComfyUI_temp_oncmo_00001_.png"
     assert image["url"] is None  # ComfyUI's address only with COMFYUI_PUBLIC_URL
+    assert image["size"] == len(PNG)  # what the download must be
     link = urlsplit(image["download_url"])
     assert link.path.endswith(image["s3_key"]) and parse_qs(link.query)["X-Amz-Expires"] == ["900"]
     assert requested == []  # archived already: nothing to ask

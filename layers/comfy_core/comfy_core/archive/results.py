@@ -84,7 +84,7 @@ def _file_key(item: dict[str, Any]) -> tuple[str, str, str, str]:
 
 def with_archive(images: list[dict[str, Any]], manifest: dict[str, Any] | None,
                  store: ImageArchive) -> list[dict[str, Any]]:
-    """Add `archived`, `s3_key` and `download_url` to each image (url stays ComfyUI's)."""
+    """Add `archived`, `s3_key`, `download_url` and `size` to each image (url stays ComfyUI's)."""
     records = {_file_key(r): r for r in (manifest or {}).get("files", []) if isinstance(r, dict)}
     for image in images:
         record = records.get(_file_key(image)) or {}
@@ -92,6 +92,8 @@ def with_archive(images: list[dict[str, Any]], manifest: dict[str, Any] | None,
         image["archived"] = bool(key)
         image["s3_key"] = key
         image["download_url"] = store.download_url(key) if key else None
+        # What the archived copy holds, so a client can check its download.
+        image["size"] = record.get("size") if key and isinstance(record.get("size"), int) else None
         if record.get("lost"):
             image["lost"] = True
     return images
