@@ -333,3 +333,13 @@ def test_a_first_keyed_submission_does_not_ask_every_backend_for_its_prompt(flee
     asked = [request for standin in fleet_env.values() for request in standin.requests
              if request[1] == "/queue" or request[1].startswith("/history")]
     assert asked == []  # its missing record is the answer: one GetItem, no probe
+
+
+def test_convert_uses_the_named_backends_node_definitions(fleet_env) -> None:
+    ui = Path_workflow("ui_text_label")
+    status, body = invoke("convert", event("convert", body=ui, queryStringParameters={"backend": "gpu-b"}))
+    assert status == 200 and body["prompt"]
+    asked = {name: ("GET", "/object_info") in standin.requests for name, standin in fleet_env.items()}
+    assert asked == {"gpu-a": False, "gpu-b": True}
+    status, body = invoke("convert", event("convert", body=ui, queryStringParameters={"backend": "gpu-z"}))
+    assert (status, body["error"]) == (400, "No ComfyUI backend named 'gpu-z'; GET /api/queue lists them")

@@ -113,9 +113,9 @@ def run_workflow(
     client_id = body.get("client_id")
     if client_id is not None and (not isinstance(client_id, str) or not 0 < len(client_id) <= 128):
         raise BadRequestError("'client_id' must be a string of 1-128 characters")
-    # UI-format files are converted with a backend's node definitions (the first taking
-    # prompts): routing needs the API prompt to know which backends can run it.
-    stored = ui_workflows.load_prompt(store, fleet.client((fleet.active() or fleet.backends())[0]), name)
+    # UI-format files are converted with a backend's node definitions (see first_active):
+    # routing needs the API prompt to know which backends can run it.
+    stored = ui_workflows.load_prompt(store, fleet.client(fleet.first_active()), name)
     body, targets = inputs.take_targets(stored, body)
     workflow = patcher.apply_request(stored, body)
     if prompt_id is not None:

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from ..comfyui.client import ComfyUIClient
 from ..config import Settings, get_settings
-from ..errors import ComfyCoreError, ComfyUIError, NotFoundError
+from ..errors import BadRequestError, ComfyCoreError, ComfyUIError, NotFoundError
 from .backends import Backend, Registry
 
 T = TypeVar("T")
@@ -52,6 +52,18 @@ class Fleet:
 
     def find(self, name: str | None) -> Backend | None:
         return next((backend for backend in self.backends() if backend.name == name), None)
+
+    def named(self, name: str) -> Backend:
+        """The backend a request names (`?backend=`): a 400 for a name the fleet lacks."""
+        backend = self.find(name)
+        if backend is None:
+            raise BadRequestError(f"No ComfyUI backend named {name[:40]!r}; GET /api/queue lists them")
+        return backend
+
+    def first_active(self) -> Backend:
+        """The first backend taking prompts (else the first): whose node definitions convert
+        a UI-format workflow before routing, which needs the API prompt, picks a backend."""
+        return (self.active() or self.backends())[0]
 
     @property
     def is_fleet(self) -> bool:

@@ -129,10 +129,7 @@ def history(fleet: Fleet, query: dict[str, str], default: int, limit: int,
     backends = fleet.backends()
     name = query.get("backend")
     if name is not None:
-        backend = fleet.find(name)
-        if backend is None:
-            raise BadRequestError(f"No ComfyUI backend named {name[:40]!r}; GET /api/queue lists them")
-        backends = [backend]
+        backends = [fleet.named(name)]
     if len(backends) == 1:
         page = status.history(fleet.client(backends[0]), query, default, limit, budget)
         if name is not None:
