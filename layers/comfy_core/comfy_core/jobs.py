@@ -101,7 +101,9 @@ def run_workflow(
     `prompt_id` is given for keyed submissions (Idempotency-Key, job id): a POST /prompt
     that timed out may have been queued all the same, so before posting, ComfyUI is asked
     whether it holds that id already; if so, that prompt is the answer and nothing is
-    posted. Two extra GETs per keyed submission buy "never submitted twice".
+    posted. Two extra GETs per keyed submission buy "never submitted twice"; with a fleet,
+    one GetItem: the backend is recorded before every send, so no record means never sent,
+    and a record names the one backend to ask.
 
     With a fleet the prompt goes to the least loaded backend that can run it (routing); a
     backend that refuses the connection is skipped for the next, which is safe because
