@@ -130,6 +130,9 @@ def test_a_draining_backend_in_the_registry_gets_no_new_prompts(fleet_env, monke
     reset_container_state()
     status, body = run("empty_save", {})
     assert (status, body["error"]) == (503, "Every ComfyUI backend is draining; retry later")
+    response = as_response("run_workflow", event("run_workflow", pathParameters={"workflow_name": "empty_save"},
+                                                 body="{}"))
+    assert (response.status_code, response.headers["Retry-After"]) == (503, "30")
 
 
 def test_a_backend_that_refuses_connections_is_skipped(fleet_env, monkeypatch) -> None:

@@ -12,11 +12,13 @@ class ComfyCoreError(Exception):
     """
 
     status_code = 500
+    # Seconds a client should wait before trying again, sent as Retry-After; None: no header.
+    retry_after_seconds: int | None = None
 
     @property
     def headers(self) -> dict[str, str]:
         """Extra HTTP headers the answer needs (Retry-After...)."""
-        return {}
+        return {} if self.retry_after_seconds is None else {"Retry-After": str(self.retry_after_seconds)}
 
     def __init__(self, message: str, *, extra: dict[str, Any] | None = None) -> None:
         super().__init__(message)
@@ -50,10 +52,6 @@ class QueueFullError(ComfyCoreError):
 
     status_code = 429
     retry_after_seconds = 10
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Retry-After": str(self.retry_after_seconds)}
 
 
 class WorkflowFormatError(ComfyCoreError):

@@ -47,10 +47,6 @@ class NoBackendAvailableError(ComfyUIUnreachableError):
     status_code = 503
     retry_after_seconds = 30
 
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"Retry-After": str(self.retry_after_seconds)}
-
 
 @dataclass
 class Fit:
