@@ -8,7 +8,7 @@ import json
 import uuid
 from typing import Any
 
-from . import validation
+from . import status, validation
 from .comfyui.client import ComfyUIClient
 from .errors import BadRequestError, ComfyUIUnreachableError, QueueFullError
 from .fleet.placement import get_placements
@@ -45,20 +45,9 @@ def keyed_prompt_id(namespace: str, key: str, payload: Any) -> str:
 
 
 def _submitted_before(client: ComfyUIClient, prompt_id: str) -> dict[str, Any] | None:
-    """The answer for a prompt ComfyUI already holds (queued, running or finished), else None.
-
-    Queue first, then history: a prompt that finishes between the two calls is still found
-    (the other order could miss it and submit it again)."""
-    queue = client.queue()
-    for key in ("queue_running", "queue_pending"):
-        for item in queue.get(key) or []:
-            if isinstance(item, list) and len(item) >= 2 and item[1] == prompt_id:
-                return _answer_from_item(prompt_id, item)
-    entry = client.history_entry(prompt_id)
-    if entry is not None:
-        item = entry.get("prompt")
-        return _answer_from_item(prompt_id, item if isinstance(item, list) else [])
-    return None
+    """The answer for a prompt ComfyUI already holds (queued, running or finished), else None."""
+    item = status.held_item(client, prompt_id)
+    return _answer_from_item(prompt_id, item) if item is not None else None
 
 
 def _answer_from_item(prompt_id: str, item: list[Any]) -> dict[str, Any]:

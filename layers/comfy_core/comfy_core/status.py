@@ -177,6 +177,25 @@ def _locate(client: ComfyUIClient, prompt_id: str) -> tuple[str, int | None]:
     return "absent", None
 
 
+def held_item(client: ComfyUIClient, prompt_id: str) -> list[Any] | None:
+    """ComfyUI's item of a prompt it holds (queued, running or finished):
+    [number, prompt_id, graph, extra_data, ...], `[]` for a history entry without one;
+    None when it does not hold the prompt.
+
+    Queue first, then history: a prompt that finishes between the two calls is still found
+    (the other order could miss it, and a keyed submission would send it again)."""
+    queue = client.queue()
+    for key in ("queue_running", "queue_pending"):
+        for item in queue.get(key) or []:
+            if isinstance(item, list) and len(item) >= 2 and item[1] == prompt_id:
+                return item
+    entry = client.history_entry(prompt_id)
+    if entry is None:
+        return None
+    item = entry.get("prompt")
+    return item if isinstance(item, list) else []
+
+
 # -- use cases -------------------------------------------------------------------------
 def queue_status(client: ComfyUIClient, prompt_id: str) -> dict[str, Any]:
     """pending, running or not_found, for a prompt ComfyUI's history does not hold."""

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from .. import status
 from ..comfyui.client import ComfyUIClient
 from ..config import Settings
 from ..errors import StorageError
@@ -37,17 +38,6 @@ class Placement:
     @property
     def name(self) -> str | None:
         return self.backend.name if self.backend is not None else self.recorded
-
-
-def _holds(client: ComfyUIClient, prompt_id: str) -> bool:
-    """True when this backend's history or queue has the prompt (queue first: a prompt
-    finishing between the two calls is then still found in the history)."""
-    queue = client.queue()
-    for key in ("queue_running", "queue_pending"):
-        for item in queue.get(key) or []:
-            if isinstance(item, list) and len(item) >= 2 and item[1] == prompt_id:
-                return True
-    return client.history_entry(prompt_id) is not None
 
 
 class Placements:
@@ -84,7 +74,7 @@ class Placements:
             return Placement(self.fleet.client(backend), backend, recorded, item)
         if not probe and recorded is None:
             return Placement(self.fleet.default_client(), None, None, item)
-        for outcome in self.fleet.each(lambda client: _holds(client, prompt_id)):
+        for outcome in self.fleet.each(lambda client: status.held_item(client, prompt_id) is not None):
             if outcome.ok and outcome.value:
                 return Placement(self.fleet.client(outcome.backend), outcome.backend, recorded, item)
         return Placement(self.fleet.default_client(), None, recorded, item)
