@@ -346,3 +346,12 @@ def test_convert_uses_the_named_backends_node_definitions(fleet_env) -> None:
     assert asked == {"gpu-a": False, "gpu-b": True}
     status, body = invoke("convert", event("convert", body=ui, queryStringParameters={"backend": "gpu-z"}))
     assert (status, body["error"]) == (400, "No ComfyUI backend named 'gpu-z'; GET /api/queue lists them")
+
+
+def test_an_unknown_prompt_reads_its_prompt_state_once(fleet_env) -> None:
+    """The fleet's lookup already read the item that would say `cancelled`: not read again."""
+    reset_container_state()
+    gets = count_dynamodb_calls()
+    answer = task_status("00000000-0000-4000-8000-000000000000")
+    assert answer["status"] == "not_found"
+    assert gets == ["GetItem"]

@@ -18,7 +18,7 @@ from ..config import Settings, get_settings
 from ..errors import ComfyUIUnreachableError, NotFoundError, StorageError
 from ..fleet.placement import Placement, get_placements
 from ..fleet.pool import get_fleet
-from ..fleet.routing import NoBackendAvailableError as BackendUnavailableError
+from ..fleet.routing import NoBackendAvailableError
 from ..invoke import invoke_async
 from ..live import state as prompt_state
 from ..observability import logger
@@ -171,8 +171,8 @@ def task_status_response(placement: Placement, store: ImageArchive,
     """GET /api/task_status: the answer, with `Retry-After` while its files are copied."""
     answer = _following(placement, store, prompt_id, lambda: task_status(placement, store, prompt_id),
                         lambda manifest: _status_from_manifest(placement.client, prompt_id, manifest, store))
-    if placement.name is not None and placement.backend is not None and get_fleet().is_fleet:
-        answer["backend"] = placement.name
+    if placement.backend is not None and get_fleet().is_fleet:
+        answer["backend"] = placement.backend.name
     copy = copy_state(answer, store)
     headers: dict[str, str] = {}
     if copy is not None:
@@ -189,16 +189,14 @@ def task_status(placement: Placement, store: ImageArchive, prompt_id: str) -> di
         return _finished_with_archive(client, prompt_id, entry, store)
     answer = status.queue_status(client, prompt_id)
     if answer["status"] == "running" and store.settings.prompt_state_table:
-        # What the live watcher last wrote (null before its first write): the item the
-        # fleet's lookup read already, else one GetItem.
-        item = placement.item if placement.item is not None else prompt_state.load(prompt_id, store.settings)
-        answer["progress"] = prompt_state.progress_answer(item)
+        # What the live watcher last wrote (null before its first write).
+        answer["progress"] = prompt_state.progress_answer(_state_item(placement, prompt_id, store))
     if answer["status"] != "not_found":
         return answer
     manifest = store.manifest(prompt_id, required=True)
     if manifest:
         return _status_from_manifest(client, prompt_id, manifest, store)
-    return _cancelled(prompt_id, store) or _lost(placement, prompt_id) or answer
+    return _cancelled(placement, prompt_id, store) or _lost(placement, prompt_id) or answer
 
 
 def _following(placement: Placement, store: ImageArchive, prompt_id: str,
@@ -228,7 +226,7 @@ def _lost(placement: Placement, prompt_id: str, reachable: bool = True) -> dict[
     away = get_placements().gone(placement)
     if away is None:
         if placement.backend is None:
-            raise BackendUnavailableError(
+            raise NoBackendAvailableError(
                 f"ComfyUI backend {placement.recorded!r}, which holds this prompt, is not in the "
                 "fleet now; retry later", extra={"prompt_id": prompt_id, "backend": placement.recorded})
         return None
@@ -242,12 +240,19 @@ def _lost(placement: Placement, prompt_id: str, reachable: bool = True) -> dict[
     }
 
 
-def _cancelled(prompt_id: str, store: ImageArchive) -> dict[str, Any] | None:
+def _state_item(placement: Placement, prompt_id: str, store: ImageArchive) -> dict[str, Any] | None:
+    """The prompt's prompt-state item: the one the fleet's lookup read already, else one
+    GetItem (none without the table)."""
+    if placement.read:
+        return placement.item
+    return prompt_state.load(prompt_id, store.settings) if store.settings.prompt_state_table else None
+
+
+def _cancelled(placement: Placement, prompt_id: str, store: ImageArchive) -> dict[str, Any] | None:
     """The answer for a prompt DELETE /api/task took out of the queue (ComfyUI keeps no
     trace of it), while its prompt-state item lasts; None otherwise. An interrupted running
     prompt is not one: ComfyUI's history reports it (`error`, type `interrupted`)."""
-    item = prompt_state.load(prompt_id, store.settings) if store.settings.prompt_state_table else None
-    cancelled_at = (item or {}).get("cancelled_at")
+    cancelled_at = (_state_item(placement, prompt_id, store) or {}).get("cancelled_at")
     if not isinstance(cancelled_at, (int, float)):
         return None
     return {"status": "cancelled", "message": "Task was cancelled before it ran",

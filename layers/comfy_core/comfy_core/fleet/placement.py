@@ -33,7 +33,8 @@ class Placement:
     client: ComfyUIClient
     backend: Backend | None
     recorded: str | None = None
-    item: dict[str, Any] | None = None  # the prompt-state item, when one was read
+    item: dict[str, Any] | None = None  # the prompt-state item (None: none, or not read)
+    read: bool = False  # whether `item` is what the table holds: no need to read it again
 
     @property
     def name(self) -> str | None:
@@ -71,13 +72,13 @@ class Placements:
         recorded = recorded if isinstance(recorded, str) else None
         backend = self.fleet.find(recorded)
         if backend is not None:
-            return Placement(self.fleet.client(backend), backend, recorded, item)
+            return Placement(self.fleet.client(backend), backend, recorded, item, read=True)
         if not probe and recorded is None:
-            return Placement(self.fleet.default_client(), None, None, item)
+            return Placement(self.fleet.default_client(), None, None, item, read=True)
         for outcome in self.fleet.each(lambda client: status.held_item(client, prompt_id) is not None):
             if outcome.ok and outcome.value:
-                return Placement(self.fleet.client(outcome.backend), outcome.backend, recorded, item)
-        return Placement(self.fleet.default_client(), None, recorded, item)
+                return Placement(self.fleet.client(outcome.backend), outcome.backend, recorded, item, read=True)
+        return Placement(self.fleet.default_client(), None, recorded, item, read=True)
 
     def gone(self, placement: Placement) -> float | None:
         """Seconds the prompt's backend has been gone (unreachable or removed, and not seen
