@@ -355,3 +355,18 @@ def test_an_unknown_prompt_reads_its_prompt_state_once(fleet_env) -> None:
     answer = task_status("00000000-0000-4000-8000-000000000000")
     assert answer["status"] == "not_found"
     assert gets == ["GetItem"]
+
+
+def test_max_queue_depth_applies_per_backend_on_the_loads_routing_read(fleet_env, monkeypatch) -> None:
+    monkeypatch.setenv("MAX_QUEUE_DEPTH", "2")
+    reset_container_state()
+    full = fleet_env["gpu-a"]  # the only one with sd15_txt2img's checkpoint
+    full.delay = 5.0
+    for _ in range(2):
+        requests.post(f"{full.base_url}/prompt", json={"prompt": json.loads(Path_workflow("empty_save"))}, timeout=5)
+    status, body = run("sd15_txt2img", {"prompt": "x"})
+    assert (status, body["status_code"]) == (429, 429)
+    assert full.requests.count(("GET", "/prompt")) == 1  # routing's read, not asked twice
+    status, body = run("empty_save", {})
+    assert status == 200 and body["backend"] == "gpu-b"  # the full one is passed over
+    full.delay = 0.0

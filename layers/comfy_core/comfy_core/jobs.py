@@ -117,13 +117,14 @@ def run_workflow(
                         extra={"prompt_id": prompt_id, "backend": placement.backend.name})
             return {**found, "backend": placement.backend.name}
     candidates = router.candidates(workflow)
-    if len(candidates) == 1:
+    if candidates[0][1] is None:  # one server: routing asked nothing, so ask its queue now
         _check_queue_depth(fleet.client(candidates[0][0]))
-    elif settings.max_queue_depth:
+    elif settings.max_queue_depth:  # a fleet: the loads routing just read
         candidates = [(backend, load) for backend, load in candidates if load < settings.max_queue_depth]
         if not candidates:
             raise QueueFullError(
-                f"Every ComfyUI backend already has {settings.max_queue_depth} or more prompts queued; retry later")
+                f"Every ComfyUI backend that can run this workflow already has {settings.max_queue_depth} or more "
+                "prompts queued; retry later")
     # Input images last before the prompt: read and checked (all of them) before any is
     # sent to ComfyUI, and not sent at all for a prompt that is already queued or refused.
     spooled = inputs.prepare(targets, settings, allow_s3=job is not None) if targets else []
