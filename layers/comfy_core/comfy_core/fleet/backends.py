@@ -88,16 +88,15 @@ def _per_backend(raw: str, count: int) -> list[str]:
     )
 
 
-def from_settings(settings: Settings, public_raw: str | None = None,
-                  auth_raw: str | None = None) -> list[Backend]:
+def from_settings(settings: Settings) -> list[Backend]:
     """The backends COMFYUI_BASE_URL lists (one by default)."""
     entries = [entry.strip() for entry in settings.comfyui_base_url.split(",") if entry.strip()]
     if not entries:
         raise ConfigurationError("COMFYUI_BASE_URL names no ComfyUI")
     if len(entries) > MAX_BACKENDS:
         raise ConfigurationError(f"COMFYUI_BASE_URL lists more than {MAX_BACKENDS} backends")
-    publics = _per_backend(settings.comfyui_public_url if public_raw is None else public_raw, len(entries))
-    auths = _per_backend(settings.comfyui_auth_parameter if auth_raw is None else auth_raw, len(entries))
+    publics = _per_backend(settings.comfyui_public_url, len(entries))
+    auths = _per_backend(settings.comfyui_auth_parameter, len(entries))
     backends: list[Backend] = []
     for entry, public, auth in zip(entries, publics, auths):
         name, sep, url = entry.partition("=")

@@ -35,6 +35,7 @@ from functools import lru_cache
 from typing import Any
 
 from ..config import Settings, get_settings
+from ..errors import StorageError
 from ..observability import logger
 from ..storage import client_error_code
 
@@ -265,8 +266,6 @@ def load(prompt_id: str, settings: Settings | None = None, *, strict: bool = Fal
     except Exception as exc:  # noqa: BLE001 - botocore error types are generated
         logger.warning("Prompt state unreadable", extra={"prompt_id": prompt_id, "error": repr(exc)})
         if strict:
-            from ..errors import StorageError
-
             raise StorageError("Prompt records are unreadable; retry") from exc
         return None
     item = answer.get("Item")
